@@ -1,0 +1,48 @@
+"""Rate-distortion limits of unbiased model aggregation (THEORY.md §2-9).
+
+Rates are in bits per coordinate (sums over workers unless stated), distortions
+per coordinate unless named ``*_tot``. Functions broadcast like numpy ufuncs where
+their arguments allow it; invalid input raises ``ValueError`` naming the bound.
+
+Examples
+--------
+>>> from flrd import theory
+>>> float(theory.sum_rate(0.2, sx2=2.0, s2=1.0, K=10)) < float(theory.independent_rate(0.2, 2.0, 1.0, 10))
+True
+"""
+
+from .convergence import DistortionChoice, choose_distortion, rounds_needed, total_cost
+from .estimation import VarianceEstimate, estimate_variances
+from .layers import error_free_distortion, round_cost, split_distortion
+from .rates import ceo_sum_rate, independent_rate, sum_rate, sum_rate_slope
+from .region import Allocation, in_rate_region, noise_weights, region_vertex, weighted_sum_allocation
+from .signsgd import SignSGDModel, signsgd_distortion, signsgd_model
+from .waterfill import heterogeneous_independent_rate, heterogeneous_sum_rate, min_distortion, waterfill
+
+__all__ = [
+    "Allocation",
+    "DistortionChoice",
+    "SignSGDModel",
+    "VarianceEstimate",
+    "ceo_sum_rate",
+    "choose_distortion",
+    "error_free_distortion",
+    "estimate_variances",
+    "heterogeneous_independent_rate",
+    "heterogeneous_sum_rate",
+    "in_rate_region",
+    "independent_rate",
+    "min_distortion",
+    "noise_weights",
+    "region_vertex",
+    "round_cost",
+    "rounds_needed",
+    "signsgd_distortion",
+    "signsgd_model",
+    "split_distortion",
+    "sum_rate",
+    "sum_rate_slope",
+    "total_cost",
+    "waterfill",
+    "weighted_sum_allocation",
+]

@@ -1,0 +1,1 @@
+"""flrd.simulations: the harness that runs Flower simulations and compares realized cost with theory."""
