@@ -1,0 +1,149 @@
+"""Benchmark of the flrd codecs: rate, distortion, gap to the bound, speed, memory.
+
+Run: ``python bench/bench_codecs.py`` (about two minutes on 2 CPU cores). Not a test.
+
+Two sources: Gaussian vectors and real MNIST-MLP updates (three clients' local
+updates after 40 SGD steps from a common start, concatenated to d >= 2**19). Per
+codec setting it prints bits per coordinate (8 * len(payload) / d), NMSE
+``||x̂ - x||² / ||x||²``, the gap ``rate - 1/2 log2(1 + 1/NMSE)`` to the unbiased
+Gaussian rate-distortion bound at the measured distortion (THEORY §2; for
+non-Gaussian sources this bound is an upper bound on the true R(D), so gaps can
+be negative), encode/decode throughput, tracemalloc peaks of encode and decode
+relative to the input's nbytes, and the EDEN/DRIVE reference vNMSE at the nearest
+integer rate (1..4 bits).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+import tracemalloc
+from collections.abc import Callable
+
+import numpy as np
+
+from flrd import codecs
+
+EDEN = {1: 0.571, 2: 0.133, 3: 0.036, 4: 0.0096}  # vNMSE at 1..4 bits/coordinate
+
+
+def mnist_updates(clients: int = 3, steps: int = 40) -> tuple[np.ndarray, str]:
+    """Concatenated local updates of ``clients`` MNIST-MLP clients (float32)."""
+    import torch
+
+    try:
+        from flrd.datasets import load_mnist
+        from flrd.models import build_model
+        from flrd.training import get_weights, set_weights, train_local
+
+        data, source = load_mnist(), "flrd.datasets/models/training"
+        x_all, y_all = data.x_train, data.y_train
+    except ImportError:  # fallback while the rest of flrd is not there
+        arrays = np.load("/work/shared/data/mnist.npz")
+        x_all, y_all, source = arrays["x_train"], arrays["y_train"].astype(np.int64), "fallback torch MLP"
+        return _fallback_updates(x_all, y_all, clients, steps), source
+    torch.set_num_threads(os.cpu_count() or 1)
+    start = get_weights(build_model("mlp", seed=0))
+    parts = np.array_split(np.random.default_rng(0).permutation(len(y_all)), clients)
+    updates = []
+    for k, idx in enumerate(parts):
+        model = build_model("mlp", seed=0)
+        set_weights(model, start)
+        train_local(model, x_all[idx], y_all[idx], steps=steps, batch_size=64, seed=k)
+        updates += [(w1 - w0).ravel() for w0, w1 in zip(start, get_weights(model))]
+    return np.concatenate(updates).astype(np.float32), source
+
+
+def _fallback_updates(x_all: np.ndarray, y_all: np.ndarray, clients: int, steps: int) -> np.ndarray:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Flatten(), nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 10))
+    start = [p.detach().clone() for p in base.parameters()]
+    updates = []
+    for k, idx in enumerate(np.array_split(np.random.default_rng(0).permutation(len(y_all)), clients)):
+        with torch.no_grad():
+            for p, s in zip(base.parameters(), start):
+                p.copy_(s)
+        opt = torch.optim.SGD(base.parameters(), lr=0.01, momentum=0.5)
+        rng = np.random.default_rng(k)
+        for _ in range(steps):
+            b = rng.choice(idx, 64)
+            loss = nn.functional.cross_entropy(base(torch.tensor(x_all[b] / 255.0, dtype=torch.float32)), torch.tensor(y_all[b]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        updates += [(p.detach() - s).numpy().ravel() for p, s in zip(base.parameters(), start)]
+    return np.concatenate(updates).astype(np.float32)
+
+
+def settings(x: np.ndarray) -> list[tuple[str, codecs.Codec]]:
+    rows: list[tuple[str, codecs.Codec]] = [("float32", codecs.Float32Codec())]
+    rows += [(f"dithered for_bits({b})", codecs.DitheredCodec.for_bits(b, x)) for b in (1, 2, 3, 4)]
+    rows += [(f"m22 b={b} M=0 gennorm", codecs.M22Codec(bits=b)) for b in (1, 2, 3, 4)]
+    rows += [("m22 b=2 M=2 dweibull", codecs.M22Codec(bits=2, m=2.0, family="dweibull")),
+             ("m22 b=2 keep 0.05 (P=10)", codecs.M22Codec(bits=2, keep_fraction=0.05))]
+    rows += [("sign mean_abs", codecs.SignCodec()), ("sign gaussian", codecs.SignCodec(scale="gaussian"))]
+    # One norm for the whole vector (no buckets): few levels would send almost only zeros.
+    rows += [(f"qsgd for_bits({b}) s={c.levels}", c) for b in (1, 2, 4) for c in [codecs.QSGDCodec.for_bits(b, x)]]
+    rows += [("terngrad", codecs.TernGradCodec()), ("natural", codecs.NaturalCodec())]
+    rows += [(f"topk {f}", codecs.TopKCodec(fraction=f)) for f in (0.01, 0.1)]
+    rows += [("randk 0.1 f16", codecs.RandKCodec(fraction=0.1, value_dtype="float16"))]
+    return rows
+
+
+def best_time(fn: Callable[[], object], repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def peak_ratio(fn: Callable[[], object], nbytes: int) -> float:
+    tracemalloc.start()
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / nbytes
+
+
+def report(title: str, x: np.ndarray) -> None:
+    d = x.size
+    power = float(np.mean(x.astype(np.float64) ** 2))
+    print(f"\n### {title}: d = {d:,} ({x.dtype}), mean x² = {power:.3e}")
+    print(f"| {'codec':26s} | bits/coord |     NMSE | gap(bit) | enc Mc/s | dec Mc/s | mem enc | mem dec | EDEN ref |")
+    print("|" + "|".join(["-" * 28, "-" * 12, "-" * 10, "-" * 10, "-" * 10, "-" * 10, "-" * 9, "-" * 9, "-" * 10]) + "|")
+    for label, codec in settings(x):
+        payload = codec.encode(x, seed=1)  # warm-up: caches, lazy imports
+        xh = codecs.decode(payload)
+        rate = 8 * len(payload) / d
+        nmse = float(np.sum((xh.astype(np.float64) - x) ** 2)) / (power * d)
+        gap = rate - 0.5 * math.log2(1 + 1 / nmse) if nmse > 0 else math.nan
+        t_enc = best_time(lambda: codec.encode(x, seed=1))
+        t_dec = best_time(lambda: codecs.decode(payload))
+        m_enc = peak_ratio(lambda: codec.encode(x, seed=1), x.nbytes)
+        m_dec = peak_ratio(lambda: codecs.decode(payload), x.nbytes)
+        eden = f"{EDEN[round(rate)]:.4f}@{round(rate)}" if 0.5 <= rate < 4.5 else ""
+        print(f"| {label:26s} | {rate:10.4f} | {nmse:8.4g} | {gap:8.3f} | {d / t_enc / 1e6:8.1f} | "
+              f"{d / t_dec / 1e6:8.1f} | {m_enc:6.2f}x | {m_dec:6.2f}x | {eden:>8s} |")
+
+
+def main() -> None:
+    start = time.perf_counter()
+    print(f"machine: {platform.platform()} | {platform.processor() or platform.machine()} | "
+          f"{os.cpu_count()} CPUs | python {platform.python_version()} | numpy {np.__version__}")
+    print("GPU: none lent to this task; codecs run on CPU with numpy (CPU torch tensors are accepted as input).")
+    print("Throughput: best of 3 runs, on a machine shared with other jobs.")
+    report("Gaussian N(0,1)", np.random.default_rng(0).standard_normal(1 << 20).astype(np.float32))
+    updates, source = mnist_updates()
+    report(f"MNIST-MLP updates, 3 clients x 199,210 params ({source})", updates)
+    print(f"\ntotal time {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The Codec interface shared by every quantizer."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from .errors import CodecError
+from .header import Header, pack_payload
+from .numerics import as_float_array, check_finite
+
+Body = list[bytes | memoryview]
+
+
+class Codec(abc.ABC):
+    """A stateless lossy compressor for one float array (one model layer).
+
+    Subclasses set ``name``, ``codec_id`` and ``unbiased`` and implement
+    ``_encode`` / ``_decode`` on flat arrays; framing, validation and reshaping
+    live here. Decode payloads with the module-level :func:`flrd.codecs.decode`.
+
+    Example:
+        >>> import numpy as np
+        >>> from flrd.codecs import get, decode
+        >>> codec = get("dithered", noise_var=0.01)
+        >>> x = np.ones((3, 4), np.float32)
+        >>> decode(codec.encode(x, seed=1)).shape
+        (3, 4)
+    """
+
+    name: ClassVar[str]
+    codec_id: ClassVar[int]
+    unbiased: ClassVar[bool]
+
+    def encode(self, array: Any, *, seed: int = 0) -> bytes:
+        """Compress ``array`` into a self-describing payload.
+
+        Args:
+            array: float16/32/64 array (or CPU torch tensor) of any shape.
+            seed: randomness seed in ``[0, 2**64)``, carried in the header so the
+                decoder can regenerate dither or index sets.
+
+        Raises:
+            ValueError: non-finite input, unsupported dtype, or bad seed.
+        """
+        arr = as_float_array(array)
+        if not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
+            raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
+        flat = arr.reshape(-1)
+        check_finite(flat)
+        params, body = self._encode(flat, int(seed))
+        header = Header(self.codec_id, arr.dtype, tuple(int(s) for s in arr.shape), int(seed), params)
+        return pack_payload(header, body)
+
+    @abc.abstractmethod
+    def _encode(self, flat: np.ndarray, seed: int) -> tuple[tuple[float, ...], Body]:
+        """Return the header parameters and body chunks for a finite flat array."""
+
+    @classmethod
+    @abc.abstractmethod
+    def _decode(cls, header: Header, body: memoryview) -> np.ndarray:
+        """Return the flat decoded array (``header.dtype``, ``header.size`` entries).
+
+        Must raise CodecError for invalid parameters or body sizes before allocating.
+        """
+
+    @abc.abstractmethod
+    def expected_noise_var(self, array: Any) -> float:
+        """Predicted per-coordinate MSE of ``decode(encode(array))`` for this input.
+
+        Exact in expectation over the codec's randomness (exact outright for the
+        deterministic codecs); value storage rounding is ignored where noted.
+        """
+
+    @classmethod
+    @abc.abstractmethod
+    def for_noise_var(cls, noise_var: float, array: Any, **params: Any) -> Self:
+        """Cheapest settings whose expected MSE on ``array`` is <= ``noise_var``.
+
+        When no setting reaches the target, the most accurate one is returned
+        (check ``expected_noise_var``). ``params`` fix the non-searched options.
+        """
+
+    @classmethod
+    @abc.abstractmethod
+    def for_bits(cls, bits_per_coord: float, array: Any, **params: Any) -> Self:
+        """Settings whose payload for ``array`` uses about ``bits_per_coord`` bits
+        per coordinate (header included), the most accurate not exceeding it where
+        the rate can be chosen."""
+
+
+def expect_params(header: Header, count: int, name: str) -> tuple[float, ...]:
+    """Return ``header.params`` after checking there are exactly ``count``."""
+    if len(header.params) != count:
+        raise CodecError(f"{name}: expected {count} header parameters, got {len(header.params)}")
+    return header.params
+
+
+def int_param(value: float, what: str, lo: int, hi: int) -> int:
+    """Header parameter that must be an integer in ``[lo, hi]``."""
+    if value != int(value) or not lo <= value <= hi:
+        raise CodecError(f"{what} must be an integer in {lo}..{hi}, got {value}")
+    return int(value)
+
+
+def expect_body(body: memoryview, size: int, name: str) -> None:
+    """Check a fixed-size body before anything is allocated."""
+    if len(body) != size:
+        raise CodecError(f"{name}: body is {len(body)} bytes, expected {size}")
+
+
+def positive_float(name: str, value: float) -> float:
+    """Validate a constructor argument that must be a finite positive number."""
+    value = float(value)
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
