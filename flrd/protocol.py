@@ -1,0 +1,223 @@
+"""The wire protocol between flrd's client mod and its strategies (no Flower imports).
+
+The server asks for compression with explicit ``flrd.``-prefixed keys in a train
+message's ConfigRecord (:class:`CompressionRequest`); the client answers with codec
+payloads (one ``uint8`` Array of stype :data:`PAYLOAD_STYPE` per layer) and a
+MetricRecord named :data:`METRICS_RECORD` (:class:`CompressionReport`).
+``flrd.clients`` and ``flrd.strategies`` both speak it through this module, so neither
+imports the other.
+
+Per-layer lists follow the order of the layers in the train message's ArrayRecord.
+
+Example:
+    >>> request = CompressionRequest(codec="dithered", noise_var=(0.1, 0.2), seed=7)
+    >>> CompressionRequest.from_config(request.to_config()) == request
+    True
+    >>> CompressionRequest.from_config({"lr": 0.1}) is None
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "AUDIT",
+    "AUDIT_RECORD",
+    "BITS",
+    "CODEC",
+    "ERROR_FEEDBACK",
+    "KEY_PREFIX",
+    "M2",
+    "METRICS_RECORD",
+    "NOISE_VAR",
+    "NUM_EXAMPLES",
+    "PAYLOAD_BITS",
+    "PAYLOAD_DTYPE",
+    "PAYLOAD_STYPE",
+    "QNOISE",
+    "RELATIVE_NOISE",
+    "SEED",
+    "CompressionReport",
+    "CompressionRequest",
+]
+
+PAYLOAD_STYPE = "flrd.codec"
+PAYLOAD_DTYPE = "uint8"
+KEY_PREFIX = "flrd."
+
+# ConfigRecord keys, server -> client.
+CODEC = "flrd.codec"
+NOISE_VAR = "flrd.noise-var"
+RELATIVE_NOISE = "flrd.relative-noise"
+BITS = "flrd.bits"
+ERROR_FEEDBACK = "flrd.error-feedback"
+AUDIT = "flrd.audit"
+SEED = "flrd.seed"
+_REQUEST_KEYS = frozenset({CODEC, NOISE_VAR, RELATIVE_NOISE, BITS, ERROR_FEEDBACK, AUDIT, SEED})
+
+# Reply records and MetricRecord keys, client -> server.
+METRICS_RECORD = "flrd.metrics"
+AUDIT_RECORD = "flrd.exact-update"
+PAYLOAD_BITS = "flrd.payload-bits"
+M2 = "flrd.m2"
+QNOISE = "flrd.qnoise"
+NUM_EXAMPLES = "num-examples"
+
+ConfigValue = str | int | float | bool | list[float]
+MetricValue = int | float | list[float]
+
+
+@dataclass(frozen=True)
+class CompressionRequest:
+    """What the server asks one client to send for one round.
+
+    Attributes:
+        codec: name for ``flrd.codecs.get`` (e.g. ``"dithered"``, ``"sign"``).
+        noise_var: per-layer target of the per-coordinate quantization-noise variance;
+            the client picks the cheapest codec parameters meeting it. ``0.0`` asks for
+            an exact (float32) layer.
+        relative_noise: target as a multiple of each layer's own ``m2`` (the policy's
+            warm-up, before any variance estimate exists).
+        bits: bits per coordinate for codecs parameterized by rate (m22, qsgd, topk).
+            At most one of ``noise_var``, ``relative_noise`` and ``bits`` is set; with
+            none the codec runs with its defaults.
+        error_feedback: carry the compression error into the next round (client state).
+        audit: also ship the exact update, outside the bit accounting (testing only).
+        seed: round seed; clients mix in their node id and the layer index.
+    """
+
+    codec: str
+    noise_var: tuple[float, ...] | None = None
+    relative_noise: float | None = None
+    bits: float | None = None
+    error_feedback: bool = False
+    audit: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.codec:
+            raise ValueError("codec name is empty")
+        if sum(v is not None for v in (self.noise_var, self.relative_noise, self.bits)) > 1:
+            raise ValueError("set at most one of noise_var, relative_noise and bits")
+        if self.noise_var is not None and not all(
+            math.isfinite(v) and v >= 0.0 for v in self.noise_var
+        ):
+            raise ValueError(f"noise_var must be finite and >= 0, got {self.noise_var}")
+        for name in ("relative_noise", "bits"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be finite and > 0, got {value}")
+
+    def to_config(self) -> dict[str, ConfigValue]:
+        """Entries to merge into a train ConfigRecord."""
+        config: dict[str, ConfigValue] = {
+            CODEC: self.codec,
+            ERROR_FEEDBACK: self.error_feedback,
+            AUDIT: self.audit,
+            SEED: int(self.seed),
+        }
+        if self.noise_var is not None:
+            config[NOISE_VAR] = [float(v) for v in self.noise_var]
+        if self.relative_noise is not None:
+            config[RELATIVE_NOISE] = float(self.relative_noise)
+        if self.bits is not None:
+            config[BITS] = float(self.bits)
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, object]) -> CompressionRequest | None:
+        """Parse the ``flrd.`` keys of a ConfigRecord; ``None`` when there are none.
+
+        Raises ValueError on unknown ``flrd.`` keys or ill-typed values.
+        """
+        keys = {key for key in config if key.startswith(KEY_PREFIX)}
+        if not keys:
+            return None
+        if unknown := keys - _REQUEST_KEYS:
+            raise ValueError(f"unknown flrd config keys: {sorted(unknown)}")
+        if not isinstance(codec := config.get(CODEC), str):
+            raise ValueError(f"{CODEC} must be a string, got {codec!r}")
+        noise_var = config.get(NOISE_VAR)
+        if noise_var is not None and not (
+            isinstance(noise_var, list) and all(_is_number(v) for v in noise_var)
+        ):
+            raise ValueError(f"{NOISE_VAR} must be a list of numbers, got {noise_var!r}")
+        scalars = {key: config.get(key) for key in (RELATIVE_NOISE, BITS)}
+        if not all(v is None or _is_number(v) for v in scalars.values()):
+            raise ValueError(f"{RELATIVE_NOISE} and {BITS} must be numbers, got {scalars}")
+        flags = {key: config.get(key, False) for key in (ERROR_FEEDBACK, AUDIT)}
+        if not all(isinstance(v, bool) for v in flags.values()):
+            raise ValueError(f"{ERROR_FEEDBACK} and {AUDIT} must be booleans, got {flags}")
+        seed = config.get(SEED, 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"{SEED} must be an integer, got {seed!r}")
+        return cls(
+            codec=codec,
+            noise_var=None if noise_var is None else tuple(float(v) for v in noise_var),
+            relative_noise=_optional_float(scalars[RELATIVE_NOISE]),
+            bits=_optional_float(scalars[BITS]),
+            error_feedback=flags[ERROR_FEEDBACK],
+            audit=flags[AUDIT],
+            seed=seed,
+        )
+
+
+@dataclass(frozen=True)
+class CompressionReport:
+    """What a client reports next to its payloads (MetricRecord :data:`METRICS_RECORD`).
+
+    Attributes:
+        payload_bits: ``8 * total payload bytes`` of the round.
+        m2: per layer, ``||g_l||^2 / n_l`` of the exact update ``g``.
+        qnoise: per layer, the realized ``||g_hat_l - g_l||^2 / n_l``.
+        num_examples: local training examples (the FedAvg weight).
+
+    Example:
+        >>> r = CompressionReport(payload_bits=64, m2=(1.0,), qnoise=(0.1,), num_examples=5)
+        >>> CompressionReport.from_metrics(r.to_metrics(), num_layers=1) == r
+        True
+    """
+
+    payload_bits: int
+    m2: tuple[float, ...]
+    qnoise: tuple[float, ...]
+    num_examples: float
+
+    def to_metrics(self) -> dict[str, MetricValue]:
+        """Entries of the reply's :data:`METRICS_RECORD`."""
+        return {
+            PAYLOAD_BITS: int(self.payload_bits),
+            M2: [float(v) for v in self.m2],
+            QNOISE: [float(v) for v in self.qnoise],
+            NUM_EXAMPLES: float(self.num_examples),
+        }
+
+    @classmethod
+    def from_metrics(cls, metrics: Mapping[str, object], num_layers: int) -> CompressionReport:
+        """Parse and check a reply's report; ValueError names what is wrong."""
+        bits = metrics.get(PAYLOAD_BITS)
+        if isinstance(bits, bool) or not isinstance(bits, int) or bits < 0:
+            raise ValueError(f"{PAYLOAD_BITS} must be a non-negative integer, got {bits!r}")
+        lists = {}
+        for key in (M2, QNOISE):
+            values = metrics.get(key)
+            if not isinstance(values, list) or len(values) != num_layers:
+                raise ValueError(f"{key} must list {num_layers} values, got {values!r}")
+            if not all(_is_number(v) and math.isfinite(v) and v >= 0 for v in values):
+                raise ValueError(f"{key} must be finite and >= 0, got {values!r}")
+            lists[key] = tuple(float(v) for v in values)
+        examples = metrics.get(NUM_EXAMPLES)
+        if not (_is_number(examples) and math.isfinite(examples) and examples > 0):
+            raise ValueError(f"{NUM_EXAMPLES} must be a positive number, got {examples!r}")
+        return cls(bits, lists[M2], lists[QNOISE], float(examples))
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,63 @@
+"""``report.md``: what a person reads after ``flrd simulate``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .settings import Settings
+
+
+def _fmt(value: object, spec: str = ".4g") -> str:
+    if isinstance(value, float):
+        return "—" if math.isnan(value) else format(value, spec)
+    return str(value)
+
+
+def write_report(out: Path, settings: Settings, table, points, rounds) -> Path:
+    """Write the Markdown report next to the CSVs and figures."""
+    lines = [
+        "# flrd simulation report", "",
+        f"{settings.num_clients} clients ({settings.clients_per_round} per round), {settings.rounds} rounds, "
+        f"model `{settings.model}`, partition `{settings.partition}`, {settings.local_steps} local steps "
+        f"(batch {settings.batch_size}, lr {settings.lr}, momentum {settings.momentum}), seeds {list(settings.seeds)}.",
+        "", f"## Policies (target accuracy {settings.target_accuracy:.0%})", "",
+        "| policy | uplink bits to target | rounds to target | final accuracy | bits/coord/client | accuracy per Mbit | seeds reaching |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for line in table:
+        lines.append(
+            f"| {line['policy']} | {_fmt(line['bits_to_target'], '.3e')} | {_fmt(line['rounds_to_target'], '.0f')} "
+            f"| {_fmt(line['final_accuracy'], '.4f')} | {_fmt(line['bits_per_coord'], '.3f')} "
+            f"| {_fmt(line['per_bit_accuracy'], '.3g')} | {_fmt(line['reached'] * line['seeds'], '.0f')}/{line['seeds']} |")
+    lines += ["", "## Realized bits against the bounds at the measured distortion", "",
+              "Mean over trained rounds; the bounds use the live estimates of `sx2`, `s2` and the "
+              "audited compression error of the aggregate.", "",
+              "| policy | realized / R_sum | realized / R_ind | R_ind / R_sum |", "|---|---|---|---|"]
+    for policy in dict.fromkeys(str(r["policy"]) for r in rounds):
+        rows = [r for r in rounds if r["policy"] == policy and float(r["round"]) > 0
+                and not math.isnan(float(r.get("r_sum_bits", math.nan) or math.nan))]
+        if rows:
+            bits = np.array([float(r["uplink_bits"]) for r in rows])
+            r_sum = np.array([float(r["r_sum_bits"]) for r in rows])
+            r_ind = np.array([float(r["r_ind_bits"]) for r in rows])
+            lines.append(f"| {policy} | {np.mean(bits / r_sum):.3g} | {np.mean(bits / r_ind):.3g} "
+                         f"| {np.mean(r_ind / r_sum):.3g} |")
+    if points:
+        lines += ["", "## Fixed-lambda sweep (Fig. 8)", "", "| lambda | rounds to target | bits per round | R_sum per round |",
+                  "|---|---|---|---|"]
+        lines += [f"| {p['lambda']:g} | {_fmt(p['rounds_to_target'], '.0f')} | {p['mean_round_bits']:.3e} "
+                  f"| {p['mean_r_sum_bits']:.3e} |" for p in points]
+    lines += ["", "## Figures", ""]
+    for name, caption in [("fig6_statistics.png", "sx2 and s2 per round (Fig. 6)"),
+                          ("fig7_rates.png", "realized bits against R_ind and R_sum (Fig. 7)"),
+                          ("fig8_lambda.png", "rounds and bits against lambda (Fig. 8)"),
+                          ("bits_to_accuracy.png", "accuracy against cumulative uplink bits")]:
+        if (out / name).exists():
+            lines.append(f"![{caption}]({name})")
+    lines += ["", "Per-round data: `rounds.csv`, `layers.csv` (columns in docs/simulations.md); summary: `summary.json`."]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

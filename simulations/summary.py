@@ -1,0 +1,76 @@
+"""Per-policy summaries of a sweep: bits to a target accuracy, per-bit accuracy, Fig. 8 points."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+Row = Mapping[str, object]
+
+
+def group_runs(rows: Iterable[Row]) -> dict[tuple[str, int], list[Row]]:
+    """Rows of each (policy, seed), sorted by round."""
+    runs: dict[tuple[str, int], list[Row]] = defaultdict(list)
+    for row in rows:
+        runs[(str(row["policy"]), int(float(row["seed"])))].append(row)  # type: ignore[arg-type]
+    return {key: sorted(value, key=lambda r: float(r["round"])) for key, value in runs.items()}  # type: ignore[arg-type]
+
+
+def bits_to_accuracy(run: Sequence[Row], target: float) -> tuple[float, float]:
+    """(cumulative uplink bits, round) when test accuracy first reaches ``target``; NaN if never."""
+    for row in run:
+        if float(row["test_accuracy"]) >= target:  # type: ignore[arg-type]
+            return float(row["uplink_bits_cum"]), float(row["round"])  # type: ignore[arg-type]
+    return math.nan, math.nan
+
+
+def per_bit_accuracy(run: Sequence[Row]) -> float:
+    """M22's per-bit accuracy: best ``(acc_t - acc_0) / bits_t`` over the run, in accuracy per Mbit."""
+    start = float(run[0]["test_accuracy"])  # type: ignore[arg-type]
+    gains = [(float(r["test_accuracy"]) - start) / float(r["uplink_bits_cum"]) * 1e6  # type: ignore[arg-type]
+             for r in run if float(r["uplink_bits_cum"]) > 0]  # type: ignore[arg-type]
+    return max(gains) if gains else math.nan
+
+
+def policy_table(rows: Iterable[Row], target: float) -> list[dict[str, object]]:
+    """One line per policy, averaged over seeds (NaN-aware: runs that never reach count as missing)."""
+    per_policy: dict[str, list[dict[str, float]]] = defaultdict(list)
+    for (policy, _seed), run in group_runs(rows).items():
+        bits, rounds = bits_to_accuracy(run, target)
+        trained = [r for r in run if float(r["round"]) > 0]  # type: ignore[arg-type]
+        per_policy[policy].append({
+            "bits_to_target": bits,
+            "rounds_to_target": rounds,
+            "final_accuracy": float(run[-1]["test_accuracy"]),  # type: ignore[arg-type]
+            "bits_per_coord": float(np.mean([float(r["bits_per_coord"]) for r in trained])) if trained else math.nan,  # type: ignore[arg-type]
+            "per_bit_accuracy": per_bit_accuracy(run),
+            "reached": float(not math.isnan(bits)),
+        })
+    table = []
+    for policy, runs in sorted(per_policy.items()):
+        line: dict[str, object] = {"policy": policy, "seeds": len(runs)}
+        for key in runs[0]:
+            values = np.array([r[key] for r in runs])
+            line[key] = float(np.nanmean(values)) if np.any(~np.isnan(values)) else math.nan
+        table.append(line)
+    return table
+
+
+def lambda_sweep(rows: Iterable[Row], target: float) -> list[dict[str, float]]:
+    """Fig. 8 points from ``fixed-lambda=<value>`` runs: rounds to target and mean bits per round."""
+    points = []
+    for (policy, _seed), run in group_runs(rows).items():
+        if not policy.startswith("fixed-lambda="):
+            continue
+        trained = [r for r in run if float(r["round"]) > 0]  # type: ignore[arg-type]
+        _, rounds = bits_to_accuracy(run, target)
+        points.append({
+            "lambda": float(policy.split("=", 1)[1]),
+            "rounds_to_target": rounds,
+            "mean_round_bits": float(np.mean([float(r["uplink_bits"]) for r in trained])),  # type: ignore[arg-type]
+            "mean_r_sum_bits": float(np.nanmean([float(r["r_sum_bits"]) for r in trained])),  # type: ignore[arg-type]
+        })
+    return sorted(points, key=lambda p: p["lambda"])

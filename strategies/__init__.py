@@ -1,0 +1,41 @@
+"""flrd's Flower server side: rate-aware strategies and the payload transport.
+
+- :class:`RateAwareFedAvg`: FedAvg with the rate policy and compressed uplink.
+- :class:`CompressedStrategy`: the same compression around any Flower strategy.
+- :class:`UpdateDecoder` / :class:`SideInformation`: the replaceable decoding step.
+- :func:`build_strategy`: the baselines selectable by the run config's ``policy`` key.
+
+The ServerApp for the paper's task lives in ``server_app`` (``strategies.server_app:app``).
+"""
+
+from .baselines import BASELINES, Baseline, build_strategy
+from .compressed import CompressedStrategy
+from .decoding import (
+    ClientUpdate,
+    DecodedRound,
+    RejectedReply,
+    SentRound,
+    SideInformation,
+    UpdateDecoder,
+)
+from .rate_aware import RateAwareFedAvg
+from .rate_control import RateControl
+from .transport import TransportError, unwrap_payload, unwrap_payloads
+
+__all__ = [
+    "BASELINES",
+    "Baseline",
+    "ClientUpdate",
+    "CompressedStrategy",
+    "DecodedRound",
+    "RateAwareFedAvg",
+    "RateControl",
+    "RejectedReply",
+    "SentRound",
+    "SideInformation",
+    "TransportError",
+    "UpdateDecoder",
+    "build_strategy",
+    "unwrap_payload",
+    "unwrap_payloads",
+]

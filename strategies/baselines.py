@@ -1,0 +1,78 @@
+"""The policies selectable by the run config's ``policy`` key, as configured strategies.
+
+Example:
+    >>> strategy = build_strategy("qsgd", [100, 10], bits=4.0)
+    >>> strategy.codec, strategy.bits
+    ('qsgd', 4.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from flrd.policy import FixedLambdaPolicy, RatePolicy
+
+from .rate_aware import RateAwareFedAvg
+
+__all__ = ["BASELINES", "Baseline", "build_strategy"]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """How one named policy compresses.
+
+    Attributes:
+        codec: ``flrd.codecs`` name.
+        fixed_rate: send the configured ``bits`` per coordinate instead of the policy's
+            noise targets.
+        error_feedback: clients keep their compression error for the next round.
+        majority_vote: the server combines signs by majority instead of averaging.
+        fixed_lambda: the distortion is ``lambda`` times the error-free one every round.
+    """
+
+    codec: str
+    fixed_rate: bool = False
+    error_feedback: bool = False
+    majority_vote: bool = False
+    fixed_lambda: bool = False
+
+
+BASELINES: dict[str, Baseline] = {
+    "rate-aware": Baseline("dithered"),
+    "fixed-lambda": Baseline("dithered", fixed_lambda=True),
+    "float32": Baseline("float32"),
+    "m22": Baseline("m22", fixed_rate=True),
+    "signsgd": Baseline("sign"),
+    "signsgd-mv": Baseline("sign", majority_vote=True),
+    "qsgd": Baseline("qsgd", fixed_rate=True),
+    "topk-ef": Baseline("topk", fixed_rate=True, error_feedback=True),
+}
+
+
+def build_strategy(name: str, layer_sizes: Sequence[int], *, bits: float = 2.0,
+                   fixed_lambda: float = 1.0, policy_params: Mapping[str, float] | None = None,
+                   **strategy_kwargs: object) -> RateAwareFedAvg:
+    """A :class:`RateAwareFedAvg` configured as baseline ``name``.
+
+    Every baseline keeps the rate policy running, so its rounds are reported next to
+    the bounds at the same estimates. ``policy_params`` go to the policy,
+    ``strategy_kwargs`` to the strategy (e.g. ``fraction_train``, ``audit``).
+    """
+    if name not in BASELINES:
+        raise ValueError(f"unknown policy {name!r}; expected one of {sorted(BASELINES)}")
+    baseline = BASELINES[name]
+    params = dict(policy_params or {})
+    if baseline.fixed_lambda:
+        params.pop("lambda_cap", None)  # the fixed lambda sets the cap
+        policy: RatePolicy = FixedLambdaPolicy(layer_sizes, fixed_lambda=fixed_lambda, **params)
+    else:
+        policy = RatePolicy(layer_sizes, **params)
+    return RateAwareFedAvg(
+        policy=policy,
+        codec=baseline.codec,
+        bits=bits if baseline.fixed_rate else None,
+        error_feedback=baseline.error_feedback,
+        majority_vote=baseline.majority_vote,
+        **strategy_kwargs,  # type: ignore[arg-type]
+    )

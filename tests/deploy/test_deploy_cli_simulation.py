@@ -1,0 +1,49 @@
+"""``flwr run .`` of the App with the local-simulation federation, as a user runs it."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+from deploy_procs import REPO, flwr, flwr_json, free_port, pids_with_marker
+
+NUM_SUPERNODES = 4
+
+
+def report_rows(text: str) -> list[dict[str, str]]:
+    """The ServerApp's per-round table, one dict per round keyed by the column titles."""
+    titles, rows = None, []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if cells[0].endswith("round") and len(cells) > 4:
+            titles = [cells[0].split()[-1], *cells[1:]]
+        elif titles and len(cells) == len(titles) and cells[0].isdigit():
+            rows.append(dict(zip(titles, cells)))
+    return rows
+
+
+@pytest.mark.slow
+def test_flwr_run_local_simulation_completes(workspace):
+    federations = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]
+    if "federations" not in federations:  # not migrated from pyproject: define it here
+        workspace.connect("local-simulation", address=":local:")
+    # Private ports for the local SuperLink, so parallel sessions do not collide.
+    env = dict(workspace.env, FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(free_port()),
+               FLWR_LOCAL_CONTROL_API_PORT=str(free_port()))
+    try:
+        done = flwr(env, "run", ".", "local-simulation", "--stream",
+                    "--run-config", "num-server-rounds=2",
+                    "--federation-config", f"num-supernodes={NUM_SUPERNODES}",
+                    cwd=workspace.app, timeout=420)
+    finally:  # the CLI starts the local SuperLink detached: stop it by its PID
+        workspace.procs.adopt(pids_with_marker(str(workspace.home)))
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    runs = flwr_json(env, "ls", "local-simulation")["runs"]
+    assert [run["status"] for run in runs] == ["finished:completed"], runs
+    rows = report_rows(output)
+    assert [row["round"] for row in rows] == ["1", "2"], output[-3000:]
+    for row in rows:
+        assert row["used"] == row["sent"] == str(NUM_SUPERNODES)
+        assert int(row["uplink bits"]) > float(row["R_sum bits"]) > 0
+

@@ -1,0 +1,67 @@
+"""Summaries, records and figures of the harness on synthetic rows (no Flower run)."""
+
+import math
+
+import pytest
+
+from flrd.simulations.figures import accuracy_figure, rates_figure
+from flrd.simulations.records import LAYER_COLUMNS, ROUND_COLUMNS, read_csv, write_csv
+from flrd.simulations.settings import PolicySpec, Settings
+from flrd.simulations.summary import bits_to_accuracy, lambda_sweep, per_bit_accuracy, policy_table
+
+
+def synthetic(policy, seed, accuracies, bits_per_round):
+    rows, cum = [], 0
+    for t, acc in enumerate(accuracies):
+        bits = 0 if t == 0 else bits_per_round
+        cum += bits
+        rows.append({"policy": policy, "seed": seed, "round": t, "clients": 0 if t == 0 else 10,
+                     "uplink_bits": bits, "uplink_bits_cum": cum, "bits_per_coord": bits / 1000 if t else math.nan,
+                     "test_accuracy": acc, "r_sum_bits": bits / 4, "r_ind_bits": bits / 2,
+                     "signsgd_bits": 1000, "signsgd_r_ind_bits": 900, "signsgd_r_sum_bits": 500})
+    return rows
+
+
+def test_bits_to_target_and_per_bit_accuracy():
+    run = synthetic("a", 0, [0.1, 0.5, 0.85, 0.91, 0.95], 1_000_000)
+    assert bits_to_accuracy(run, 0.9) == (3_000_000, 3)
+    assert math.isnan(bits_to_accuracy(run, 0.99)[0])
+    assert per_bit_accuracy(run) == pytest.approx(0.4)  # (0.5 - 0.1) per first Mbit
+
+
+def test_policy_table_averages_seeds_and_counts_reaching_runs():
+    rows = synthetic("a", 0, [0.1, 0.95], 100) + synthetic("a", 1, [0.1, 0.5], 100) + synthetic("b", 0, [0.1, 0.92], 50)
+    table = {line["policy"]: line for line in policy_table(rows, 0.9)}
+    assert table["a"]["bits_to_target"] == 100 and table["a"]["reached"] == 0.5
+    assert table["b"]["bits_to_target"] == 50
+
+
+def test_lambda_sweep_reads_fixed_lambda_runs():
+    rows = synthetic("fixed-lambda=4", 0, [0.1, 0.5, 0.92], 10) + synthetic("fixed-lambda=1", 0, [0.1, 0.95], 40)
+    points = lambda_sweep(rows, 0.9)
+    assert [p["lambda"] for p in points] == [1.0, 4.0]
+    assert [p["rounds_to_target"] for p in points] == [1.0, 2.0]
+
+
+def test_csv_round_trip_and_documented_columns(tmp_path):
+    rows = synthetic("a", 0, [0.1, 0.5], 100)
+    write_csv(tmp_path / "r.csv", rows, ROUND_COLUMNS)
+    back = read_csv(tmp_path / "r.csv")
+    assert back[1]["uplink_bits"] == 100.0 and back[1]["policy"] == "a"
+    assert math.isnan(back[0]["lambda"])
+    docs = (__import__("pathlib").Path(__file__).resolve().parents[2] / "docs" / "simulations.md").read_text()
+    assert all(f"`{column}`" in docs for column in [*ROUND_COLUMNS, *LAYER_COLUMNS])
+
+
+def test_figures_are_written(tmp_path):
+    rows = synthetic("a", 0, [0.1, 0.5, 0.9], 100) + synthetic("b", 0, [0.1, 0.6, 0.95], 300)
+    accuracy_figure(rows, 0.9, tmp_path / "acc.png")
+    rates_figure(rows, ["a", "b"], tmp_path / "rates.png")
+    assert (tmp_path / "acc.png").stat().st_size > 10_000 and (tmp_path / "rates.png").stat().st_size > 10_000
+
+
+def test_settings_validate_and_policy_specs_parse():
+    assert PolicySpec.parse("fixed-lambda=2").label == "fixed-lambda=2"
+    assert PolicySpec.parse("rate-aware").value is None
+    with pytest.raises(ValueError, match="clients_per_round must be in 2..num_clients=5"):
+        Settings(num_clients=5, clients_per_round=6)
