@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -64,6 +66,7 @@ def compress_update(update: Mapping[str, np.ndarray], request: CompressionReques
     """
     if request.noise_var is not None and len(request.noise_var) != len(update):
         raise ValueError(f"{len(request.noise_var)} noise targets for {len(update)} layers")
+    started = time.perf_counter()
     payloads: dict[str, bytes] = {}
     kept: dict[str, dict[str, np.ndarray]] = {}
     m2, qnoise = [], []
@@ -85,6 +88,7 @@ def compress_update(update: Mapping[str, np.ndarray], request: CompressionReques
     report = CompressionReport(
         payload_bits=8 * sum(len(p) for p in payloads.values()),
         m2=tuple(m2), qnoise=tuple(qnoise), num_examples=num_examples,
+        encode_seconds=time.perf_counter() - started,
     )
     return CompressedUpdate(payloads, report, kept)
 

@@ -28,6 +28,7 @@ __all__ = [
     "AUDIT_RECORD",
     "BITS",
     "CODEC",
+    "ENCODE_SECONDS",
     "ERROR_FEEDBACK",
     "KEY_PREFIX",
     "M2",
@@ -65,6 +66,7 @@ PAYLOAD_BITS = "flrd.payload-bits"
 M2 = "flrd.m2"
 QNOISE = "flrd.qnoise"
 NUM_EXAMPLES = "num-examples"
+ENCODE_SECONDS = "flrd.encode-seconds"
 
 ConfigValue = str | int | float | bool | list[float]
 MetricValue = int | float | list[float]
@@ -174,6 +176,7 @@ class CompressionReport:
         m2: per layer, ``||g_l||^2 / n_l`` of the exact update ``g``.
         qnoise: per layer, the realized ``||g_hat_l - g_l||^2 / n_l``.
         num_examples: local training examples (the FedAvg weight).
+        encode_seconds: wall time the client spent encoding (and measuring ``qnoise``).
 
     Example:
         >>> r = CompressionReport(payload_bits=64, m2=(1.0,), qnoise=(0.1,), num_examples=5)
@@ -185,6 +188,7 @@ class CompressionReport:
     m2: tuple[float, ...]
     qnoise: tuple[float, ...]
     num_examples: float
+    encode_seconds: float = 0.0
 
     def to_metrics(self) -> dict[str, MetricValue]:
         """Entries of the reply's :data:`METRICS_RECORD`."""
@@ -193,6 +197,7 @@ class CompressionReport:
             M2: [float(v) for v in self.m2],
             QNOISE: [float(v) for v in self.qnoise],
             NUM_EXAMPLES: float(self.num_examples),
+            ENCODE_SECONDS: float(self.encode_seconds),
         }
 
     @classmethod
@@ -212,7 +217,10 @@ class CompressionReport:
         examples = metrics.get(NUM_EXAMPLES)
         if not (_is_number(examples) and math.isfinite(examples) and examples > 0):
             raise ValueError(f"{NUM_EXAMPLES} must be a positive number, got {examples!r}")
-        return cls(bits, lists[M2], lists[QNOISE], float(examples))
+        seconds = metrics.get(ENCODE_SECONDS, 0.0)  # optional: older clients omit it
+        if not (_is_number(seconds) and math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"{ENCODE_SECONDS} must be a finite number >= 0, got {seconds!r}")
+        return cls(bits, lists[M2], lists[QNOISE], float(examples), float(seconds))
 
 
 def _optional_float(value: object) -> float | None:

@@ -37,6 +37,9 @@ ROUND_COLUMNS: dict[str, str] = {
     "sx2_total": "sum_l n_l sx2_l: estimated squared norm of the global update",
     "s2_total": "sum_l n_l s2_l: estimated gradient-noise energy per client",
     "round_seconds": "wall time of the round (training, coding, aggregation, evaluation)",
+    "encode_seconds": "flrd's client time: encoding and measuring qnoise, summed over the clients",
+    "decode_seconds": "flrd's server time decoding and checking the replies",
+    "estimate_seconds": "flrd's server time updating the sx2/s2 estimates and the policy",
 }
 
 LAYER_COLUMNS: dict[str, str] = {

@@ -9,6 +9,7 @@ configured by the settings, run on Flower's Ray backend.
 from __future__ import annotations
 
 import logging
+import os
 import math
 import time
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ class _Evaluator:
 
 def run_policy(settings: Settings, spec: PolicySpec, seed: int, progress=None) -> RunRecord:
     """Simulate ``settings.rounds`` rounds of one policy with one seed."""
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silences a Ray FutureWarning; no GPUs used
     if progress is not None:  # the bar replaces Flower's per-round log; errors still show
         logging.getLogger("flwr").setLevel(logging.ERROR)
     captured: dict[str, object] = {}
@@ -116,6 +118,8 @@ def records_from_result(result: Result, policy: str, seed: int, layers: list[tup
             "lambda": float(train.get("flrd.lambda", math.nan)),
             "target_distortion": float(train.get("flrd.distortion-total", math.nan)),
             "round_seconds": stamps[server_round] - stamps.get(server_round - 1, stamps[server_round]),
+            **{f"{part}_seconds": float(train.get(f"flrd.{part}-seconds", math.nan))
+               for part in ("encode", "decode", "estimate")},
         }
         sx2, s2 = train.get("flrd.sx2"), train.get("flrd.s2")
         if clients >= 2 and isinstance(sx2, list) and isinstance(s2, list):

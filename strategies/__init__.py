@@ -2,6 +2,7 @@
 
 - :class:`RateAwareFedAvg`: FedAvg with the rate policy and compressed uplink.
 - :class:`CompressedStrategy`: the same compression around any Flower strategy.
+- :class:`WaterfillingFedAvg`: per-client rates by water-filling (noise, link costs).
 - :class:`UpdateDecoder` / :class:`SideInformation`: the replaceable decoding step.
 - :func:`build_strategy`: the baselines selectable by the run config's ``policy`` key.
 
@@ -21,6 +22,7 @@ from .decoding import (
 from .rate_aware import RateAwareFedAvg
 from .rate_control import RateControl
 from .transport import TransportError, unwrap_payload, unwrap_payloads
+from .waterfilling import WaterfillingFedAvg
 
 __all__ = [
     "BASELINES",
@@ -35,6 +37,7 @@ __all__ = [
     "SideInformation",
     "TransportError",
     "UpdateDecoder",
+    "WaterfillingFedAvg",
     "build_strategy",
     "unwrap_payload",
     "unwrap_payloads",

@@ -37,12 +37,14 @@ def example_weights(updates: Sequence[ClientUpdate], num_layers: int) -> np.ndar
 
 
 def inverse_variance_weights(targets: np.ndarray, s2: np.ndarray) -> np.ndarray:
-    """Weights ``(K, L)`` proportional to ``1 / (s2_l + target_kl)``, columns summing to 1.
+    """Weights ``(K, L)`` proportional to ``1 / (s2 + target_kl)``, columns summing to 1.
+
+    ``s2`` is the gradient-noise variance per layer ``(L,)`` or per client and layer ``(K, L)``.
 
     The minimum-variance unbiased combination of unbiased estimates whose errors have
     those variances (gradient noise plus the quantization noise each client was given).
     """
-    inverse = 1.0 / (np.asarray(s2, dtype=np.float64)[None, :] + targets)
+    inverse = 1.0 / (np.asarray(s2, dtype=np.float64) + targets)
     return inverse / inverse.sum(axis=0, keepdims=True)
 
 

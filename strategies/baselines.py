@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from flrd.policy import FixedLambdaPolicy, RatePolicy
 
 from .rate_aware import RateAwareFedAvg
+from .waterfilling import WaterfillingFedAvg
 
 __all__ = ["BASELINES", "Baseline", "build_strategy"]
 
@@ -29,6 +30,7 @@ class Baseline:
         error_feedback: clients keep their compression error for the next round.
         majority_vote: the server combines signs by majority instead of averaging.
         fixed_lambda: the distortion is ``lambda`` times the error-free one every round.
+        per_client: per-client targets by water-filling (:class:`WaterfillingFedAvg`).
     """
 
     codec: str
@@ -36,10 +38,12 @@ class Baseline:
     error_feedback: bool = False
     majority_vote: bool = False
     fixed_lambda: bool = False
+    per_client: bool = False
 
 
 BASELINES: dict[str, Baseline] = {
     "rate-aware": Baseline("dithered"),
+    "waterfilling": Baseline("dithered", per_client=True),
     "fixed-lambda": Baseline("dithered", fixed_lambda=True),
     "float32": Baseline("float32"),
     "m22": Baseline("m22", fixed_rate=True),
@@ -68,7 +72,8 @@ def build_strategy(name: str, layer_sizes: Sequence[int], *, bits: float = 2.0,
         policy: RatePolicy = FixedLambdaPolicy(layer_sizes, fixed_lambda=fixed_lambda, **params)
     else:
         policy = RatePolicy(layer_sizes, **params)
-    return RateAwareFedAvg(
+    strategy_class = WaterfillingFedAvg if baseline.per_client else RateAwareFedAvg
+    return strategy_class(
         policy=policy,
         codec=baseline.codec,
         bits=bits if baseline.fixed_rate else None,

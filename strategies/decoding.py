@@ -120,7 +120,8 @@ class DecodedRound:
     """The outcome of ``RateControl.decode_replies``.
 
     ``updates[i]`` came in ``replies[i]``; ``uplink_bytes`` counts the payload of every
-    reply that arrived, accepted or not.
+    reply that arrived, accepted or not. ``seconds`` times flrd's server work on the
+    round: decoding here, plus the policy's estimation once observed.
     """
 
     sent: SentRound
@@ -130,6 +131,8 @@ class DecodedRound:
     num_replies: int = 0
     num_failed: int = 0
     num_rejected: int = 0
+    decode_seconds: float = 0.0
+    estimate_seconds: float = 0.0
 
 
 def reply_payload_bytes(reply: Message) -> int:

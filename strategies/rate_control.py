@@ -17,6 +17,7 @@ rule), :meth:`~RateControl.client_targets` (per-client rates, e.g. water-filling
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from logging import INFO, WARNING
@@ -191,6 +192,7 @@ class RateControl:
         Replies are taken in node-id order, so the aggregate does not depend on the
         order in which they arrived.
         """
+        started = time.perf_counter()
         decoded = DecodedRound(self._sent(server_round))
         for reply in sorted(replies, key=lambda r: r.metadata.src_node_id):
             decoded.num_replies += 1
@@ -208,6 +210,7 @@ class RateControl:
                 continue
             decoded.updates.append(update)
             decoded.replies.append(reply)
+        decoded.decode_seconds = time.perf_counter() - started
         return decoded
 
     def weight_replies(self, decoded: DecodedRound) -> list[Message]:
@@ -232,7 +235,9 @@ class RateControl:
         ``weights`` ``(K, L)`` are the linear aggregation weights, if the aggregation
         was linear (they give the distortion estimates).
         """
+        started = time.perf_counter()
         self._observe_policy(decoded)
+        decoded.estimate_seconds = time.perf_counter() - started
         self.previous_update = applied
         self.rounds_completed += 1
         metrics = round_metrics(self.rounds_completed, decoded, self.policy, applied, weights)

@@ -2,7 +2,8 @@
 
 Keys (all prefixed ``flrd.``): ``round``, ``uplink-bits`` (8 x payload bytes of every
 reply that arrived), ``accepted-bits``, ``sent``, ``replies``, ``accepted``,
-``rejected``, ``failed``; the plan's ``lambda``, ``distortion-total``,
+``rejected``, ``failed``; flrd's own time: ``encode-seconds`` (summed over the accepted
+clients), ``decode-seconds`` and ``estimate-seconds`` (server); the plan's ``lambda``, ``distortion-total``,
 ``distortion-per-layer``, ``warmup``, ``rounds-predicted``, ``r-sum-bits``,
 ``r-ind-bits``, ``signsgd-bits``, ``signsgd-r-ind-bits``, ``signsgd-r-sum-bits`` (bits
 per round, all clients) at the planned distortion; the policy's ``sx2`` and ``s2`` per
@@ -40,6 +41,9 @@ def round_metrics(round_index: int, decoded: DecodedRound, policy: RatePolicy | 
         "flrd.accepted": len(decoded.updates),
         "flrd.rejected": decoded.num_rejected,
         "flrd.failed": decoded.num_failed,
+        "flrd.encode-seconds": float(sum(u.report.encode_seconds for u in decoded.updates)),
+        "flrd.decode-seconds": decoded.decode_seconds,
+        "flrd.estimate-seconds": decoded.estimate_seconds,
     })
     plan = decoded.sent.plan
     for key, value in plan.metrics().items():

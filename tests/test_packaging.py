@@ -1,6 +1,7 @@
 """The installed layout: one `flrd` namespace, lean edge-client imports."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_outside_repo(code: str, tmp_path: Path) -> str:
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    # A clean environment: in-process Ray (other tests) may have put the repo on PYTHONPATH.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

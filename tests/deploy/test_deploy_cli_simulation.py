@@ -24,22 +24,23 @@ def report_rows(text: str) -> list[dict[str, str]]:
 
 @pytest.mark.slow
 def test_flwr_run_local_simulation_completes(workspace):
-    federations = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]
-    if "federations" not in federations:  # not migrated from pyproject: define it here
-        workspace.connect("local-simulation", address=":local:")
+    """``flwr run .`` from the repository root, on Flower's default local connection."""
+    pyproject = (REPO / "pyproject.toml").read_bytes()
+    assert "federations" not in tomllib.loads(pyproject.decode())["tool"]["flwr"]  # nothing to migrate
     # Private ports for the local SuperLink, so parallel sessions do not collide.
     env = dict(workspace.env, FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(free_port()),
                FLWR_LOCAL_CONTROL_API_PORT=str(free_port()))
     try:
-        done = flwr(env, "run", ".", "local-simulation", "--stream",
+        done = flwr(env, "run", ".", "--stream",
                     "--run-config", "num-server-rounds=2",
                     "--federation-config", f"num-supernodes={NUM_SUPERNODES}",
-                    cwd=workspace.app, timeout=420)
+                    cwd=REPO, timeout=420)
     finally:  # the CLI starts the local SuperLink detached: stop it by its PID
         workspace.procs.adopt(pids_with_marker(str(workspace.home)))
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
-    runs = flwr_json(env, "ls", "local-simulation")["runs"]
+    assert (REPO / "pyproject.toml").read_bytes() == pyproject  # flwr run left the App as it was
+    runs = flwr_json(env, "ls")["runs"]
     assert [run["status"] for run in runs] == ["finished:completed"], runs
     rows = report_rows(output)
     assert [row["round"] for row in rows] == ["1", "2"], output[-3000:]
