@@ -29,6 +29,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import theory
 
+_FROZEN_LAYER_NOISE = 1e-30  # a zero update needs no bits; any positive target keeps it ~exact
+
 
 @dataclass(frozen=True)
 class RoundPlan:
@@ -64,9 +66,14 @@ class RatePolicy:
     beta, initial_distance, target_accuracy_eps : Theorem 1's ``beta``, ``R0`` and
         ``eps``, which set how rounds trade against bits.
     smoothing : weight of the newest round in the exponential averages (0 < s <= 1).
-    backoff : factor applied to the cap after ``patience`` rounds without loss
-        improvement of at least ``min_improvement`` (relative).
+    backoff : factor applied to the cap after ``patience`` rounds in which the smoothed
+        loss did not improve by at least ``min_improvement`` (relative); each improving
+        round undoes one back-off.
+    min_lambda_cap : the cap never backs off below this.
     warmup_relative_noise : noise-to-signal ratio clients use before any estimate.
+
+    Layers whose update is exactly zero (``sx2_l = s2_l = 0``: frozen) get no share of
+    the distortion and a negligible noise target, so they cost almost nothing.
     """
 
     def __init__(
@@ -81,6 +88,7 @@ class RatePolicy:
         backoff: float = 0.5,
         patience: int = 2,
         min_improvement: float = 1e-3,
+        min_lambda_cap: float = 0.1,
         warmup_relative_noise: float = 0.05,
     ) -> None:
         self.layer_sizes = theory._checks.positive("layer_sizes", layer_sizes).reshape(-1)
@@ -95,12 +103,16 @@ class RatePolicy:
         if patience < 1:
             raise ValueError(f"patience must be >= 1, got {patience!r}")
         self.smoothing, self.backoff, self.patience = float(smoothing), float(backoff), int(patience)
+        if not 0 <= min_improvement < 1:
+            raise ValueError(f"min_improvement must be in [0, 1), got {min_improvement!r}")
         self.min_improvement = float(min_improvement)
+        self.min_lambda_cap = float(theory._checks.positive("min_lambda_cap", min_lambda_cap))
         self.warmup_relative_noise = float(theory._checks.positive("warmup_relative_noise", warmup_relative_noise))
         self.sx2: NDArray[np.float64] | None = None
         self.s2: NDArray[np.float64] | None = None
         self.cap_scale = 1.0
         self.best_loss = np.inf
+        self.smoothed_loss = np.nan
         self.stalled_rounds = 0
         self.rounds_observed = 0
 
@@ -131,24 +143,40 @@ class RatePolicy:
     def _track_loss(self, loss: float) -> None:
         if not np.isfinite(loss):
             raise ValueError(f"loss must be finite, got {loss!r}")
-        if loss < self.best_loss * (1 - self.min_improvement):
-            self.best_loss, self.stalled_rounds = loss, 0
+        # Clients differ every round: compare a smoothed loss, not single samples.
+        a = self.smoothing
+        self.smoothed_loss = loss if np.isnan(self.smoothed_loss) else (1 - a) * self.smoothed_loss + a * loss
+        if self.smoothed_loss < self.best_loss * (1 - self.min_improvement):
+            self.best_loss, self.stalled_rounds = self.smoothed_loss, 0
+            self.cap_scale = min(1.0, self.cap_scale / self.backoff)
             return
         self.stalled_rounds += 1
         if self.stalled_rounds >= self.patience:
-            self.cap_scale *= self.backoff
+            floor_scale = min(self.min_lambda_cap / self.lambda_cap, 1.0)
+            self.cap_scale = max(self.cap_scale * self.backoff, floor_scale)
             self.stalled_rounds = 0
 
     # --------------------------------------------------------------------- plan
     @property
     def effective_lambda_cap(self) -> float:
-        """The cap after back-offs."""
-        return self.lambda_cap * self.cap_scale
+        """The cap after back-offs, never below ``min_lambda_cap`` (nor above ``lambda_cap``)."""
+        return max(self.lambda_cap * self.cap_scale, min(self.min_lambda_cap, self.lambda_cap))
+
+    @property
+    def active_layers(self) -> NDArray[np.bool_]:
+        """Layers with a non-zero update (``sx2_l + s2_l > 0``)."""
+        assert self.sx2 is not None and self.s2 is not None
+        return (self.sx2 + self.s2) > 0
 
     def choose(self, num_clients: int) -> theory.DistortionChoice:
-        """The distortion rule: Corollary 3 under the effective cap. Override to change it."""
+        """The distortion rule: Corollary 3 under the effective cap, over the active layers.
+
+        Override to change the rule; ``distortion_per_layer`` must cover the active
+        layers only.
+        """
+        active = self.active_layers
         return theory.choose_distortion(
-            self.layer_sizes, self.sx2, self.s2, num_clients,
+            self.layer_sizes[active], self.sx2[active], self.s2[active], num_clients,
             R0=self.initial_distance, beta=self.beta, eps=self.target_accuracy_eps,
             lambda_cap=self.effective_lambda_cap,
         )
@@ -162,27 +190,33 @@ class RatePolicy:
             return RoundPlan(num_clients, True, float("nan"), float("nan"), np.full(L, np.nan),
                              np.full(L, np.nan), self.warmup_relative_noise)
         choice = self.choose(num_clients)
-        D_l = choice.distortion_per_layer
-        noise_var = np.maximum(num_clients * D_l - self.s2, 0.0)
+        active = self.active_layers
+        D_l = np.zeros(L)
+        D_l[active] = choice.distortion_per_layer
+        noise_var = np.full(L, _FROZEN_LAYER_NOISE)
+        noise_var[active] = np.maximum(num_clients * D_l[active] - self.s2[active], 0.0)
         predicted = {"rounds_predicted": float(choice.rounds), **self.rate_bounds(D_l, num_clients)}
         return RoundPlan(num_clients, False, choice.lambda_, choice.distortion_total, D_l, noise_var,
                          self.warmup_relative_noise, predicted)
 
     def rate_bounds(self, distortion_per_layer: ArrayLike, num_clients: int) -> dict[str, float]:
-        """Bits per round (all clients, all layers) of ``R_sum``, ``R_ind`` and SignSGD's model."""
+        """Bits per round (all clients, active layers) of ``R_sum``, ``R_ind`` and SignSGD's model.
+
+        The bounds are ``inf`` when an active layer sits at the error-free floor
+        ``s2_l / K`` (lossless coding of a continuous source).
+        """
         if self.sx2 is None or self.s2 is None:
             return {}
-        n, K = self.layer_sizes, num_clients
-        floor = self.s2 / K
-        D_l = np.maximum(np.asarray(distortion_per_layer, dtype=np.float64), floor * (1 + 1e-12) + 1e-300)
-        sign = theory.signsgd_model(self.sx2, self.s2, K)
-        return {
-            "r_sum_bits": float(n @ theory.sum_rate(D_l, self.sx2, self.s2, K)),
-            "r_ind_bits": float(n @ theory.independent_rate(D_l, self.sx2, self.s2, K)),
-            "signsgd_bits": float(n @ sign.signsgd_rate),
-            "signsgd_r_ind_bits": float(n @ sign.independent_rate),
-            "signsgd_r_sum_bits": float(n @ sign.sum_rate),
-        }
+        active = self.active_layers
+        n, sx2, s2, K = self.layer_sizes[active], self.sx2[active], self.s2[active], num_clients
+        D_l = np.asarray(distortion_per_layer, dtype=np.float64)[active]
+        sign = theory.signsgd_model(sx2, s2, K)
+        out = {"signsgd_bits": float(n @ sign.signsgd_rate), "signsgd_r_ind_bits": float(n @ sign.independent_rate),
+               "signsgd_r_sum_bits": float(n @ sign.sum_rate), "r_sum_bits": np.inf, "r_ind_bits": np.inf}
+        if np.all(D_l > s2 / K):
+            out["r_sum_bits"] = float(n @ theory.sum_rate(D_l, sx2, s2, K))
+            out["r_ind_bits"] = float(n @ theory.independent_rate(D_l, sx2, s2, K))
+        return out
 
     # -------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, float | list[float]]:
@@ -192,6 +226,7 @@ class RatePolicy:
             "s2": [] if self.s2 is None else self.s2.tolist(),
             "cap_scale": self.cap_scale,
             "best_loss": float(self.best_loss),
+            "smoothed_loss": float(self.smoothed_loss),
             "stalled_rounds": float(self.stalled_rounds),
             "rounds_observed": float(self.rounds_observed),
         }
@@ -205,12 +240,13 @@ class RatePolicy:
         self.sx2, self.s2 = (None, None) if sx2.size == 0 else (sx2, s2)
         self.cap_scale = float(state["cap_scale"])
         self.best_loss = float(state["best_loss"])
+        self.smoothed_loss = float(state.get("smoothed_loss", np.nan))
         self.stalled_rounds = int(state["stalled_rounds"])
         self.rounds_observed = int(state["rounds_observed"])
 
 
 class FixedLambdaPolicy(RatePolicy):
-    """Baseline: the same ``lambda`` every round (the paper's Fig. 8 sweep).
+    """Baseline: the paper's fixed ``lambda``, ``K D_l = s2_l (1 + lambda)`` on every layer.
 
     Examples
     --------
@@ -223,9 +259,10 @@ class FixedLambdaPolicy(RatePolicy):
         self.fixed_lambda = float(theory._checks.positive("fixed_lambda", fixed_lambda))
 
     def choose(self, num_clients: int) -> theory.DistortionChoice:
-        floor = theory.error_free_distortion(self.layer_sizes, self.s2, num_clients)
-        D_tot = floor * (1 + self.fixed_lambda)
-        D_l = theory.split_distortion(D_tot, self.layer_sizes, self.sx2, self.s2, num_clients)
+        active = self.active_layers
+        n, sx2, s2 = self.layer_sizes[active], self.sx2[active], self.s2[active]
+        D_l = s2 * (1 + self.fixed_lambda) / num_clients
+        D_tot = float(n @ D_l)
         rounds = int(theory.rounds_needed(D_tot, self.initial_distance, self.beta, self.target_accuracy_eps))
-        per_round = float(theory.round_cost(D_tot, self.layer_sizes, self.sx2, self.s2, num_clients))
+        per_round = float(n @ theory.sum_rate(D_l, sx2, s2, num_clients)) if np.all(s2 > 0) else np.inf
         return theory.DistortionChoice(self.fixed_lambda, D_tot, D_l, rounds, per_round, rounds * per_round)

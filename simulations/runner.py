@@ -110,10 +110,11 @@ def records_from_result(result: Result, policy: str, seed: int, layers: list[tup
         bits = int(train.get("flrd.uplink-bits", 0))
         cumulative += bits
         clients = int(train.get("flrd.accepted", 0))
+        accepted_bits = int(train.get("flrd.accepted-bits", 0))
         row: dict[str, object] = {
             "policy": policy, "seed": seed, "round": server_round, "clients": clients,
             "uplink_bits": bits, "uplink_bits_cum": cumulative,
-            "bits_per_coord": bits / (clients * n_l.sum()) if clients else math.nan,
+            "bits_per_coord": accepted_bits / (clients * n_l.sum()) if clients else math.nan,
             "test_loss": float(evaluation["test-loss"]), "test_accuracy": float(evaluation["test-accuracy"]),
             "lambda": float(train.get("flrd.lambda", math.nan)),
             "target_distortion": float(train.get("flrd.distortion-total", math.nan)),
@@ -138,20 +139,28 @@ def records_from_result(result: Result, policy: str, seed: int, layers: list[tup
 
 
 def _bounds(sx2: np.ndarray, s2: np.ndarray, n_l: np.ndarray, K: int, train: MetricRecord) -> dict[str, float]:
-    """R_sum / R_ind at the measured per-layer distortion, and the SignSGD model."""
+    """R_sum / R_ind at the measured per-layer distortion, and the SignSGD model.
+
+    Unequal aggregation weights act like ``K_eff = 1 / sum_k w_k^2`` equal clients.
+    Bounds are NaN when a layer was sent losslessly (they are infinite there) and for
+    frozen layers nothing is counted.
+    """
+    concentration = train.get("flrd.weight-concentration")
+    K_eff = 1.0 / np.asarray(concentration, dtype=np.float64) if isinstance(concentration, list) else np.full(n_l.size, K)
+    active = (sx2 + s2) > 0
     out = {"sx2_total": float(n_l @ sx2), "s2_total": float(n_l @ s2),
-           "sampling_distortion": float(n_l @ s2) / K}
-    sign = theory.signsgd_model(sx2, s2, K)
-    out.update(signsgd_bits=float(n_l.sum() * K), signsgd_r_ind_bits=float(n_l @ sign.independent_rate),
-               signsgd_r_sum_bits=float(n_l @ sign.sum_rate))
+           "sampling_distortion": float(n_l @ (s2 / K_eff))}
+    n, x, g, k = n_l[active], sx2[active], s2[active], K_eff[active]
+    sign = theory.signsgd_model(x, g, k)
+    out.update(signsgd_bits=float(n.sum() * K), signsgd_r_ind_bits=float(n @ sign.independent_rate),
+               signsgd_r_sum_bits=float(n @ sign.sum_rate))
     audit = train.get("flrd.audit-distortion-per-layer")
     if isinstance(audit, list):
         compression = np.asarray(audit, dtype=np.float64)
-        # Lossless layers (float32) sit on the floor, where the bounds are infinite:
-        # lift them by a relative 1e-9 so the (huge) bound stays finite.
-        D_l = s2 / K + np.maximum(compression, 1e-9 * (s2 / K + sx2) + 1e-300)
-        out.update(compression_distortion=float(n_l @ compression),
-                   measured_distortion=float(n_l @ D_l),
-                   r_sum_bits=float(n_l @ theory.sum_rate(D_l, sx2, s2, K)),
-                   r_ind_bits=float(n_l @ theory.independent_rate(D_l, sx2, s2, K)))
+        D_l = s2 / K_eff + compression
+        out.update(compression_distortion=float(n_l @ compression), measured_distortion=float(n_l @ D_l),
+                   r_sum_bits=math.nan, r_ind_bits=math.nan)
+        if np.all(compression[active] > 0):
+            out.update(r_sum_bits=float(n @ theory.sum_rate(D_l[active], x, g, k)),
+                       r_ind_bits=float(n @ theory.independent_rate(D_l[active], x, g, k)))
     return out

@@ -71,7 +71,8 @@ class Settings:
         if not 0 < self.target_accuracy <= 1:
             raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
         for text in self.policies:
-            PolicySpec.parse(text)
+            if PolicySpec.parse(text).name == "fixed-lambda" and PolicySpec.parse(text).value is None:
+                raise ValueError("fixed-lambda needs its value, e.g. fixed-lambda=2")
 
     def client_config(self, seed: int) -> dict[str, int | float | str]:
         """Run-config entries the ClientApp reads (see ``flrd.clients.client_app``)."""

@@ -310,19 +310,28 @@ class RateControl:
                                [u.update for u in decoded.updates])
         return self.decode_reply(reply, side, decoded.sent.targets[node_id])
 
+    def estimation_updates(self, decoded: DecodedRound) -> list[ClientUpdate]:
+        """The updates the ``sx2``/``s2`` estimates use (all accepted ones; override to filter)."""
+        return decoded.updates
+
     def _observe_policy(self, decoded: DecodedRound) -> None:
-        updates = decoded.updates
+        updates = self.estimation_updates(decoded)
         if len(updates) < 2 or self.policy is None:
             log(INFO, "flrd: %d usable replies; variance estimates unchanged", len(updates))
             return
         by_examples = example_weights(updates, len(decoded.sent.global_arrays))
-        weights, mean = by_examples[:, 0], weighted_mean(updates, by_examples)
+        # With audit records the estimates use the exact updates: §8 assumes quantization
+        # errors independent of the gradient, which biased codecs (sign, top-k) break.
+        exact = all(u.exact is not None for u in updates)
+        weights, mean = by_examples[:, 0], weighted_mean(updates, by_examples, exact=exact)
+        qnoise = np.zeros((len(updates), len(mean))) if exact else np.array([u.report.qnoise for u in updates])
+        replies = {id(u): r for u, r in zip(decoded.updates, decoded.replies)}
         try:
             self.policy.observe(
                 m2_k=np.array([u.report.m2 for u in updates]),
                 aggregate_sqnorm=np.array([np.sum(np.square(v)) for v in mean.values()]),
-                quant_noise_var_k=np.array([u.report.qnoise for u in updates]),
-                weights=weights, loss=_mean_metric(decoded.replies, self.loss_key, weights))
+                quant_noise_var_k=qnoise, weights=weights,
+                loss=_mean_metric([replies[id(u)] for u in updates], self.loss_key, weights))
         except ValueError as err:  # e.g. all weight on one client: nothing to learn
             log(WARNING, "flrd: policy did not observe this round: %s", err)
 

@@ -2,7 +2,8 @@
 
 Keys (all prefixed ``flrd.``): ``round``, ``uplink-bits`` (8 x payload bytes of every
 reply that arrived), ``accepted-bits``, ``sent``, ``replies``, ``accepted``,
-``rejected``, ``failed``; flrd's own time: ``encode-seconds`` (summed over the accepted
+``rejected``, ``failed``; ``weight-concentration`` (per layer ``sum_k w_kl^2`` of the
+linear aggregation weights); flrd's own time: ``encode-seconds`` (summed over the accepted
 clients), ``decode-seconds`` and ``estimate-seconds`` (server); the plan's ``lambda``, ``distortion-total``,
 ``distortion-per-layer``, ``warmup``, ``rounds-predicted``, ``r-sum-bits``,
 ``r-ind-bits``, ``signsgd-bits``, ``signsgd-r-ind-bits``, ``signsgd-r-sum-bits`` (bits
@@ -56,10 +57,22 @@ def round_metrics(round_index: int, decoded: DecodedRound, policy: RatePolicy | 
         metrics["flrd.s2"] = [float(v) for v in policy.s2]
     if weights is not None and decoded.updates:
         metrics.update(_distortion(decoded, weights, policy))
+        # sum_k w_kl^2 per layer: the error-free part of the distortion is s2_l times it.
+        metrics["flrd.weight-concentration"] = [float(v) for v in np.sum(weights**2, axis=0)]
     if (audit := _audit_distortion(decoded, applied, weights)) is not None:
         metrics["flrd.audit-distortion"] = float(sizes_of(decoded) @ audit)
         metrics["flrd.audit-distortion-per-layer"] = [float(v) for v in audit]
+        if weights is not None and policy is not None and policy.s2 is not None:
+            # Measured beats modelled: bounds at the audited distortion.
+            measured = np.asarray(policy.s2) * np.sum(weights**2, axis=0) + audit
+            metrics.update(_measured_bounds(policy, measured, len(decoded.updates)))
     return metrics
+
+
+def _measured_bounds(policy: RatePolicy, distortion: np.ndarray, num_clients: int) -> dict[str, float]:
+    bounds = policy.rate_bounds(distortion, num_clients)
+    return {"flrd.measured-" + key.replace("_", "-"): float(bounds[key])
+            for key in ("r_sum_bits", "r_ind_bits") if math.isfinite(bounds[key])}
 
 
 def sizes_of(decoded: DecodedRound) -> np.ndarray:
@@ -76,9 +89,7 @@ def _distortion(decoded: DecodedRound, weights: np.ndarray,
     if policy is not None and policy.s2 is not None:
         measured = np.asarray(policy.s2) * np.sum(weights**2, axis=0) + quant
         out["flrd.distortion-est"] = float(sizes @ measured)
-        bounds = policy.rate_bounds(measured, len(decoded.updates))
-        for key in ("r_sum_bits", "r_ind_bits"):  # the bounds at the distortion achieved
-            out["flrd.measured-" + key.replace("_", "-")] = float(bounds[key])
+        out.update(_measured_bounds(policy, measured, len(decoded.updates)))
     return out
 
 

@@ -42,7 +42,7 @@ _POLICY_KEYS = {"lambda-cap": "lambda_cap", "beta": "beta", "initial-distance": 
 _COLUMNS = (("round", "flrd.round"), ("used", "flrd.accepted"), ("sent", "flrd.sent"),
             ("uplink bits", "flrd.uplink-bits"), ("R_sum bits", "flrd.measured-r-sum-bits"),
             ("R_ind bits", "flrd.measured-r-ind-bits"), ("lambda", "flrd.lambda"),
-            ("D planned", "flrd.distortion-total"), ("D realized", "flrd.distortion-est"))
+            ("D planned", "flrd.distortion-total"), ("D model", "flrd.distortion-est"))
 
 
 @app.main()

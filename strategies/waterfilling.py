@@ -54,6 +54,7 @@ class WaterfillingFedAvg(RateAwareFedAvg):
         self.noise_floor = float(theory._checks.positive("noise_floor", noise_floor))
         self.client_m2: dict[int, np.ndarray] = {}
         self.round_noise: dict[int, np.ndarray] = {}
+        self.silent_nodes: set[int] = set()
 
     def client_noise(self, node_ids: Sequence[int]) -> np.ndarray:
         """``s2_k,l`` ``(K, L)`` for the sampled nodes, from their last reports."""
@@ -83,6 +84,7 @@ class WaterfillingFedAvg(RateAwareFedAvg):
             with np.errstate(divide="ignore"):
                 out[:, layer] = np.where(precision > 0, 1.0 / precision - s2_k, silent[layer])
         self.round_noise = {n: noise[i] for i, n in enumerate(node_ids)}
+        self.silent_nodes = {n for i, n in enumerate(node_ids) if np.any(out[i] >= silent)}
         return {n: np.maximum(out[i], 0.0) for i, n in enumerate(node_ids)}
 
     def aggregation_weights(self, updates: Sequence[ClientUpdate]) -> np.ndarray:
@@ -92,6 +94,11 @@ class WaterfillingFedAvg(RateAwareFedAvg):
         targets = np.stack([u.noise_var for u in updates])  # type: ignore[misc]
         noise = np.stack([self.round_noise[u.node_id] for u in updates])
         return inverse_variance_weights(targets, noise)
+
+    def estimation_updates(self, decoded: DecodedRound) -> list[ClientUpdate]:
+        """Leave silenced clients out of the ``sx2``/``s2`` estimates: their huge noise
+        would swamp the aggregate's second moment."""
+        return [u for u in decoded.updates if u.node_id not in self.silent_nodes]
 
     def observe_round(self, server_round: int, decoded: DecodedRound,
                       applied: Arrays | None, weights: np.ndarray | None) -> MetricRecord:

@@ -100,15 +100,16 @@ def weighted_sum_allocation(weights: ArrayLike, D: float, sx2: float, s2_k: Arra
         r = -0.5 * np.log2(np.clip(1.0 - s2_k * u, 1e-300, None))
         return float(a @ region_vertex(r, sx2, s2_k, order))
 
-    start = np.full(s2_k.size, 1.0 / (D * s2_k.size))
-    start = np.minimum(start, 0.999 / s2_k)
-    start *= (1.0 / D) / start.sum()
+    # u_k = c / s2_k with c = D_min / D < 1 is strictly feasible.
+    start = (float(min_distortion(s2_k)) / D) / s2_k
     result = optimize.minimize(
         objective, start, method="SLSQP",
         bounds=[(0.0, (1 - 1e-12) / s) for s in s2_k],
         constraints=[{"type": "eq", "fun": lambda u: u.sum() * D - 1.0}],
         options={"ftol": 1e-14, "maxiter": 500},
     )
+    if not result.success and abs(result.x.sum() * D - 1.0) > 1e-8:
+        raise RuntimeError(f"weighted-sum allocation did not converge: {result.message}")
     u = np.clip(result.x, 0.0, (1 - 1e-12) / s2_k)
     r = -0.5 * np.log2(1.0 - s2_k * u)
     rates = region_vertex(r, sx2, s2_k, order)

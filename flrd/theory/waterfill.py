@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from scipy import optimize
+
 from . import _checks
 
 
@@ -92,16 +94,47 @@ def _branch_weights(c: NDArray[np.float64], sx2: float, s2: NDArray[np.float64])
     return (-b + np.sqrt(disc)) / (2 * a)
 
 
+_INFEASIBLE = 1e300  # finite stand-in for inf inside the bounded 1-D search
+
+
+def _independent_term(w, sx2: float, s2):
+    """Rate ``1/2 log2((1 + sx2 w)/(1 - s2 w))`` of one worker at precision weight ``w``."""
+    return 0.5 * np.log2((1 + sx2 * w) / (1 - s2 * w))
+
+
+def _convex_branch_cost(total: float, sx2: float, s2: NDArray[np.float64]) -> float:
+    """Least cost of spending ``total`` precision over workers ``s2``, all on their convex
+    branch (equal marginal rates; closed-form roots, bisection on the multiplier); inf if
+    that branch cannot hold ``total``."""
+    if s2.size == 0:
+        return 0.0 if total == 0 else np.inf
+    if np.sum(1.0 / s2) <= total:
+        return np.inf
+    w_star = np.maximum((sx2 - s2) / (2 * sx2 * s2), 0.0)
+    lo = float(np.max(sx2 / (1 + sx2 * w_star) + s2 / (1 - s2 * w_star)))
+    if np.sum(_branch_weights(np.full(s2.size, lo), sx2, s2)) > total:
+        return np.inf
+    hi = 2.0 * lo
+    while np.sum(_branch_weights(np.full(s2.size, hi), sx2, s2)) < total:
+        hi *= 2.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if np.sum(_branch_weights(np.full(s2.size, mid), sx2, s2)) < total else (lo, mid)
+    w = _branch_weights(np.full(s2.size, hi), sx2, s2)
+    return float(np.sum(_independent_term(w * total / np.sum(w), sx2, s2)))
+
+
 def heterogeneous_independent_rate(D: float, sx2: float, s2_k: ArrayLike) -> float:
     """``R_ind(D)`` for heterogeneous workers: the best independent coding.
 
     Minimizes ``sum_k 1/2 log2((1 + sx2 w_k) / (1 - s2_k w_k))`` over the weights
     ``w_k = 1/(s2_k + sv2_k)`` with ``sum_k w_k = 1/D`` (``w_k = 0``: worker silent).
-    Each term is concave near 0 when ``sx2 > s2_k``, so the problem is not convex and
-    the minimum may silence workers; the search runs over the ``m`` least noisy
-    workers, each solved by KKT on its convex branch (closed-form roots, bisection on
-    the multiplier). With ``sx2 <= s2`` and equal noise it equals
-    :func:`~flrd.theory.independent_rate`; otherwise it can be lower.
+    Each term is concave below ``w* = (sx2 - s2_k)/(2 sx2 s2_k)`` and convex above, so
+    the problem is not convex and the minimum may silence workers. Candidates, for the
+    ``m`` least noisy workers: all on their convex branch (KKT), or one of them (the
+    least or the most noisy) on its concave branch, found by a bounded 1-D search.
+    With ``sx2 <= s2`` and equal noise it equals :func:`~flrd.theory.independent_rate`;
+    otherwise it can be lower. Not a hot path (``O(K^2)`` bisections).
 
     Examples
     --------
@@ -112,25 +145,22 @@ def heterogeneous_independent_rate(D: float, sx2: float, s2_k: ArrayLike) -> flo
     sx2 = float(_checks.positive("sx2", sx2))
     D = float(_checks.positive("D", D))
     _checks.above_floor(np.asarray(D), min_distortion(s2_k), "1/sum(1/s2_k)")
+    total = 1.0 / D
     best = np.inf
     for m in range(1, s2_k.size + 1):
-        s2 = s2_k[:m]
-        if np.sum(1.0 / s2) <= 1.0 / D:
-            continue
-        w_star = np.maximum((sx2 - s2) / (2 * sx2 * s2), 0.0)
-        slope_at = sx2 / (1 + sx2 * w_star) + s2 / (1 - s2 * w_star)
-        lo, hi = float(np.max(slope_at)), float(np.max(slope_at)) * 2.0
-        if np.sum(_branch_weights(np.full(m, lo), sx2, s2)) > 1.0 / D:
-            continue  # some worker would sit on its concave branch
-        while np.sum(_branch_weights(np.full(m, hi), sx2, s2)) < 1.0 / D:
-            hi *= 2.0
-        for _ in range(200):
-            mid = 0.5 * (lo + hi)
-            if np.sum(_branch_weights(np.full(m, mid), sx2, s2)) < 1.0 / D:
-                lo = mid
-            else:
-                hi = mid
-        w = _branch_weights(np.full(m, hi), sx2, s2)
-        w *= (1.0 / D) / np.sum(w)
-        best = min(best, float(np.sum(0.5 * np.log2((1 + sx2 * w) / (1 - s2 * w)))))
+        active = s2_k[:m]
+        best = min(best, _convex_branch_cost(total, sx2, active))
+        for j in {0, m - 1}:  # one worker on its concave branch
+            rest = np.delete(active, j)
+            cap = min((sx2 - active[j]) / (2 * sx2 * active[j]), total, (1 - 1e-12) / active[j])
+            if cap <= 0:
+                continue
+            result = optimize.minimize_scalar(
+                lambda w: min(float(_independent_term(w, sx2, active[j]))
+                              + _convex_branch_cost(total - w, sx2, rest), _INFEASIBLE),
+                bounds=(0.0, cap), method="bounded", options={"xatol": 1e-12 * max(cap, 1e-300)})
+            best = min(best, float(result.fun))
+            if rest.size == 0 or total <= cap:  # the worker alone, at the bound
+                best = min(best, float(_independent_term(min(total, cap), sx2, active[j]))
+                           + _convex_branch_cost(total - min(total, cap), sx2, rest))
     return best

@@ -44,6 +44,7 @@ def test_clients_above_the_water_level_are_silenced_and_get_no_weight():
     strategy.client_m2 = {1: np.array([2.5, 0.6]), 2: np.array([500.0, 100.0])}
     targets = strategy.client_targets(1, [1, 2], np.array([0.2, 0.05]))
     assert targets[2][0] > 1e5 and targets[1][0] < 1.0
+    assert strategy.silent_nodes == {2}  # left out of the sx2/s2 estimates
     update = type("U", (), {})
     updates = []
     for node in (1, 2):

@@ -149,15 +149,18 @@ def test_heterogeneous_independent_rate_is_the_minimum():
     # sx2 >> s2: silencing workers beats the symmetric scheme (THEORY.md's homogeneous R_ind).
     assert theory.heterogeneous_independent_rate(0.2, 100.0, [1.0] * 10) < 0.85 * float(
         theory.independent_rate(0.2, 100.0, 1.0, 10))
+    # Below every worker's concave region one worker alone is optimal (a KKT-only search finds nothing).
+    alone = 0.5 * np.log2((1 + 100.0 / 5.0) / (1 - 1.0 / 5.0))
+    assert theory.heterogeneous_independent_rate(5.0, 100.0, [1.0] * 10) == pytest.approx(alone, rel=1e-9)
     rng = np.random.default_rng(3)
-    for _ in range(4):
-        s2_k = rng.lognormal(0, 0.7, size=4)
+    for _ in range(12):
+        s2_k = rng.lognormal(0, 0.7, size=3)
         sx2 = float(rng.lognormal(0, 1.5))
-        D = float(theory.min_distortion(s2_k)) * rng.uniform(1.1, 3.0)
+        D = float(theory.min_distortion(s2_k)) * rng.uniform(1.1, 6.0)
         ours = theory.heterogeneous_independent_rate(D, sx2, s2_k)
-        best = np.inf
+        best = min((0.5 * np.log2((1 + sx2 / D) / (1 - s / D)) for s in s2_k if s < D), default=np.inf)
         for start_seed in range(30):  # multi-start: the problem is not convex
-            w0 = np.random.default_rng(start_seed).dirichlet(np.ones(4)) / D
+            w0 = np.random.default_rng(start_seed).dirichlet(np.ones(3)) / D
             w0 = np.minimum(w0, 0.999 / s2_k)
             res = optimize.minimize(
                 lambda w: np.sum(0.5 * np.log2((1 + sx2 * w) / np.clip(1 - s2_k * w, 1e-300, None))),
@@ -165,7 +168,7 @@ def test_heterogeneous_independent_rate_is_the_minimum():
                 constraints=[{"type": "eq", "fun": lambda w: w.sum() * D - 1}], options={"ftol": 1e-14})
             if res.success and abs(res.x.sum() * D - 1) < 1e-8:
                 best = min(best, res.fun)
-        assert ours <= best * (1 + 1e-6)
+        assert np.isfinite(ours) and ours <= best * (1 + 1e-6)
 
 
 @pytest.mark.parametrize(

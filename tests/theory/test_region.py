@@ -63,3 +63,16 @@ def test_weighted_allocation_equal_weights_is_the_sum_rate_and_beats_vertices():
 def test_region_rejects_r_outside_F():
     with pytest.raises(ValueError, match="F\\(D\\)"):
         theory.in_rate_region([5.0, 5.0], [0.1, 0.1], 0.6, 1.0, [1.0, 1.0])
+
+
+def test_weighted_allocation_beats_random_points_of_F_on_random_instances():
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        s2_k = rng.lognormal(0, 1, 3)
+        D = float(theory.min_distortion(s2_k)) * rng.uniform(1.05, 3.0)
+        weights, sx2 = rng.uniform(0.1, 3.0, 3), float(rng.lognormal(0, 1))
+        alloc = theory.weighted_sum_allocation(weights, D, sx2, s2_k)
+        order = np.argsort(-weights)
+        sampled = min(weights @ theory.region_vertex(random_point_of_F(rng, D, s2_k), sx2, s2_k, order)
+                      for _ in range(300))
+        assert alloc.weighted_sum <= sampled * (1 + 1e-7)
