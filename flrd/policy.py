@@ -62,7 +62,10 @@ class RatePolicy:
     Parameters
     ----------
     layer_sizes : coordinates per layer ``n_l``.
-    lambda_cap : largest ``lambda`` (quantization / gradient noise) ever chosen.
+    lambda_cap : largest ``lambda`` (quantization / gradient noise) ever chosen. The
+        paper's Fig. 8 shows rounds growing slowly for moderate lambda and training
+        failing for very large lambda; flrd's MNIST runs (BENCHMARKS.md) still reach
+        90% at lambda = 64, so the default 16 leaves margin, and the back-off guards it.
     beta, initial_distance, target_accuracy_eps : Theorem 1's ``beta``, ``R0`` and
         ``eps``, which set how rounds trade against bits.
     smoothing : weight of the newest round in the exponential averages (0 < s <= 1).
@@ -80,7 +83,7 @@ class RatePolicy:
         self,
         layer_sizes: ArrayLike,
         *,
-        lambda_cap: float = 4.0,
+        lambda_cap: float = 16.0,
         beta: float = 1.0,
         initial_distance: float = 1.0,
         target_accuracy_eps: float = 0.01,

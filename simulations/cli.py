@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", type=Path, default=Path("flrd-report"), help="output folder (default flrd-report)")
     sim.add_argument("--clients", type=int, default=100, help="virtual SuperNodes (default 100)")
     sim.add_argument("--per-round", type=int, default=10, help="clients sampled per round (default 10)")
-    sim.add_argument("--rounds", type=int, default=20, help="server rounds per run (default 20)")
+    sim.add_argument("--rounds", type=int, default=25, help="server rounds per run (default 25)")
     sim.add_argument("--policies", nargs="+", default=list(DEFAULT_POLICIES),
                      help="rate-aware, waterfilling, float32, signsgd, signsgd-mv, m22=BITS, qsgd=BITS, topk-ef=BITS, "
                           "fixed-lambda=LAMBDA (default: %(default)s)")
@@ -63,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
     sim.add_argument("--partition", choices=["iid", "dirichlet", "shards"], default="iid")
     sim.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (default 0.5)")
-    sim.add_argument("--local-steps", type=int, default=10, help="local SGD steps per round (default 10)")
+    sim.add_argument("--local-steps", type=int, default=20, help="local SGD steps per round (default 20)")
     sim.add_argument("--bits", type=float, default=2.0, help="bits for fixed-rate policies without =BITS")
-    sim.add_argument("--lambda-cap", type=float, default=4.0, help="largest lambda the rate-aware policy picks")
+    sim.add_argument("--lambda-cap", type=float, default=16.0, help="largest lambda the rate-aware policy picks")
     sim.add_argument("--target", type=float, default=0.9, help="test accuracy target (default 0.9)")
     sim.add_argument("--no-audit", action="store_true", help="do not ship exact updates for measurement")
     sim.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -5,7 +5,7 @@ Run config (``[tool.flwr.app.config]``; every key has a default):
 - ``num-server-rounds`` (3), ``policy`` ("rate-aware"; see ``BASELINES``), ``model``
   ("mlp"), ``seed`` (0), ``round-timeout`` (600 s)
 - ``fraction-train`` (1.0), ``min-train-nodes`` (2), ``fraction-evaluate`` (0.0)
-- ``bits`` (2.0, fixed-rate baselines), ``fixed-lambda`` (1.0), ``lambda-cap`` (4.0),
+- ``bits`` (2.0, fixed-rate baselines), ``fixed-lambda`` (1.0), ``lambda-cap`` (16.0),
   ``beta`` (1.0), ``initial-distance`` (1.0), ``target-accuracy-eps`` (0.01),
   ``smoothing`` (0.5)
 - ``audit`` (false), ``central-eval`` (true)
@@ -33,7 +33,7 @@ from flrd.models import build_model
 from .baselines import build_strategy
 from .rate_aware import RateAwareFedAvg
 
-__all__ = ["app"]
+__all__ = ["app", "format_report", "parse_report"]
 
 app = ServerApp()
 
@@ -115,6 +115,26 @@ def format_report(result: Result) -> str:
         lines.append(" | ".join(f"{c:>12}" for c in cells)
                      + f" | {_cell(evaluation.get('test-accuracy'))}")
     return "\n".join(lines)
+
+
+def parse_report(text: str) -> list[dict[str, str]]:
+    """Rows of :func:`format_report`'s table found in ``text`` (e.g. a ``flwr run --stream`` log),
+    one dict per round keyed by the column titles.
+
+    Example:
+        >>> log = ["round | used | sent | uplink bits | x", "    1 |    3 |    3 |        800 | y"]
+        >>> parse_report("\\n".join(log))
+        [{'round': '1', 'used': '3', 'sent': '3', 'uplink bits': '800', 'x': 'y'}]
+    """
+    titles: list[str] | None = None
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if cells[0].endswith("round") and len(cells) > 4:
+            titles = [cells[0].split()[-1], *cells[1:]]
+        elif titles and len(cells) == len(titles) and cells[0].isdigit():
+            rows.append(dict(zip(titles, cells)))
+    return rows
 
 
 def _cell(value: object) -> str:

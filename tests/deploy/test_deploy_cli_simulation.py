@@ -5,21 +5,11 @@ from __future__ import annotations
 import tomllib
 
 import pytest
+
+from flrd.strategies.server_app import parse_report
 from deploy_procs import REPO, flwr, flwr_json, free_port, pids_with_marker
 
 NUM_SUPERNODES = 4
-
-
-def report_rows(text: str) -> list[dict[str, str]]:
-    """The ServerApp's per-round table, one dict per round keyed by the column titles."""
-    titles, rows = None, []
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.split("|")]
-        if cells[0].endswith("round") and len(cells) > 4:
-            titles = [cells[0].split()[-1], *cells[1:]]
-        elif titles and len(cells) == len(titles) and cells[0].isdigit():
-            rows.append(dict(zip(titles, cells)))
-    return rows
 
 
 @pytest.mark.slow
@@ -42,7 +32,7 @@ def test_flwr_run_local_simulation_completes(workspace):
     assert (REPO / "pyproject.toml").read_bytes() == pyproject  # flwr run left the App as it was
     runs = flwr_json(env, "ls")["runs"]
     assert [run["status"] for run in runs] == ["finished:completed"], runs
-    rows = report_rows(output)
+    rows = parse_report(output)
     assert [row["round"] for row in rows] == ["1", "2"], output[-3000:]
     for row in rows:
         assert row["used"] == row["sent"] == str(NUM_SUPERNODES)

@@ -11,6 +11,7 @@ from flwr.app import Context, RecordDict
 from flrd.clients.client_app import app as client_app
 from flrd.protocol import CompressionRequest
 from flrd.strategies import server_app
+from flrd.strategies.server_app import parse_report
 
 RUN_CONFIG = {"num-server-rounds": 1, "local-steps": 2, "central-eval": False}
 
@@ -18,18 +19,6 @@ RUN_CONFIG = {"num-server-rounds": 1, "local-steps": 2, "central-eval": False}
 def _run(grid: InProcessGrid, run_config: dict) -> None:
     server_app.main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
                                   run_config=dict(run_config)))
-
-
-def report_rows(text: str) -> list[dict[str, str]]:
-    """The ServerApp's per-round table, one dict per round keyed by the column titles."""
-    titles, rows = None, []
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.split("|")]
-        if cells[0].endswith("round") and len(cells) > 4:
-            titles = [cells[0].split()[-1], *cells[1:]]
-        elif titles and len(cells) == len(titles) and cells[0].isdigit():
-            rows.append(dict(zip(titles, cells)))
-    return rows
 
 
 def test_server_app_saves_and_resumes_its_state(tmp_path, capsys):
@@ -47,7 +36,7 @@ def test_server_app_saves_and_resumes_its_state(tmp_path, capsys):
     sent = grid.sent[0].content["arrays"]
     for name, values in model.items():
         np.testing.assert_array_equal(sent[name].numpy(), values)
-    rounds = [row["round"] for row in report_rows(capsys.readouterr().out)]
+    rounds = [row["round"] for row in parse_report(capsys.readouterr().out)]
     assert rounds == ["1", "2"]  # the second run continued the round count
     assert json.loads((tmp_path / "state.json").read_text())["rounds-completed"] == 2
 
@@ -58,7 +47,7 @@ def test_run_config_selects_the_baseline(capsys):
     _run(grid, config)
     request = CompressionRequest.from_config(grid.sent[0].content["config"])
     assert (request.codec, request.bits) == ("qsgd", 3.0)
-    row = report_rows(capsys.readouterr().out)[0]
+    row = parse_report(capsys.readouterr().out)[0]
     assert row["used"] == row["sent"] == "2"
     assert 2 * 2.5 * 199_210 < int(row["uplink bits"]) <= 2 * 3 * 199_210  # <= 3 bits/coord
 

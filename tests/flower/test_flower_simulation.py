@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import pytest
+
+from flrd.strategies.server_app import parse_report
 from flwr.serverapp import ServerApp
 
 MLP_PARAMS = 199_210
-
-
-def report_rows(text: str) -> list[dict[str, str]]:
-    """The ServerApp's per-round table, one dict per round keyed by the column titles."""
-    titles, rows = None, []
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.split("|")]
-        if cells[0].endswith("round") and len(cells) > 4:
-            titles = [cells[0].split()[-1], *cells[1:]]
-        elif titles and len(cells) == len(titles) and cells[0].isdigit():
-            rows.append(dict(zip(titles, cells)))
-    return rows
 
 
 @pytest.mark.slow
@@ -37,7 +27,7 @@ def test_run_simulation_with_the_real_apps(capfd):
     run_simulation(server_app, client_app, num_supernodes=3,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                    "init_args": {"num_cpus": 2}})
-    rows = report_rows(capfd.readouterr().out)
+    rows = parse_report(capfd.readouterr().out)
     assert [row["round"] for row in rows] == ["1", "2"]
     for row in rows:
         assert row["used"] == row["sent"] == "3"  # every sampled client's update was used
