@@ -12,7 +12,7 @@ import httpx
 import pytest
 from deploy_procs import BIN, flwr, flwr_json, free_port, wait_for, wait_runs_finished
 from deploy_tls import ServerCertificates, make_server_certificates, make_supernode_keys
-from test_deploy_cli_simulation import report_rows
+from flrd.strategies.server_app import parse_report
 
 NUM_NODES = 2
 
@@ -68,7 +68,7 @@ def run_two_rounds(workspace, connection: str) -> str:
 
 
 def assert_report(logs: str) -> None:
-    rows = report_rows(logs)
+    rows = parse_report(logs)
     assert [row["round"] for row in rows] == ["1", "2"], logs[-3000:]
     for row in rows:
         assert row["used"] == row["sent"] == str(NUM_NODES)
