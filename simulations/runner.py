@@ -8,6 +8,7 @@ configured by the settings, run on Flower's Ray backend.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import math
@@ -86,13 +87,18 @@ def run_policy(settings: Settings, spec: PolicySpec, seed: int, progress=None) -
         captured["stamps"] = {0: start, **evaluator.stamps}
         captured["layers"] = [(name, t.numel()) for name, t in state.items()]
 
-    run_simulation(
-        server_app=server,
-        client_app=build_client_app(settings.client_config(seed)),
-        num_supernodes=settings.num_clients,
-        backend_config={"client_resources": {"num_cpus": settings.client_cpus, "num_gpus": 0.0},
-                        "init_args": {"logging_level": "ERROR", "log_to_driver": False}},
-    )
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    # Ray workers import from their working directory first. Started from a source
+    # checkout, they would find its flrd/ folder, which lacks flrd.clients & co. (the
+    # wheel maps those), so they start in the output folder instead.
+    with contextlib.chdir(settings.out_dir):
+        run_simulation(
+            server_app=server,
+            client_app=build_client_app(settings.client_config(seed)),
+            num_supernodes=settings.num_clients,
+            backend_config={"client_resources": {"num_cpus": settings.client_cpus, "num_gpus": 0.0},
+                            "init_args": {"logging_level": "ERROR", "log_to_driver": False}},
+        )
     if "result" not in captured:
         raise RuntimeError(f"the ServerApp of policy {spec.label!r} (seed {seed}) failed; see the log above")
     return records_from_result(captured["result"], spec.label, seed, captured["layers"], captured["stamps"])  # type: ignore[arg-type]

@@ -11,7 +11,9 @@ MLP_PARAMS = 199_210
 
 
 @pytest.mark.slow
-def test_run_simulation_with_the_real_apps(capfd):
+def test_run_simulation_with_the_real_apps(capfd, tmp_path, monkeypatch):
+    # Ray workers import from their working directory: keep the source checkout out of it.
+    monkeypatch.chdir(tmp_path)
     from flwr.simulation import run_simulation
 
     import flrd.strategies.server_app as server_module
