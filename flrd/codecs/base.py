@@ -91,6 +91,18 @@ class Codec(abc.ABC):
         the rate can be chosen."""
 
 
+class FixedRateCodec(Codec, abc.ABC):
+    """A codec with no rate knob: every noise or bit target gets its one setting."""
+
+    @classmethod
+    def for_noise_var(cls, noise_var: float, array: Any, **params: Any) -> Self:
+        return cls(**params)
+
+    @classmethod
+    def for_bits(cls, bits_per_coord: float, array: Any, **params: Any) -> Self:
+        return cls(**params)
+
+
 def expect_params(header: Header, count: int, name: str) -> tuple[float, ...]:
     """Return ``header.params`` after checking there are exactly ``count``."""
     if len(header.params) != count:

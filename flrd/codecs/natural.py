@@ -11,11 +11,11 @@ smaller than 8 bits each (it usually is: ~3 bits for Gaussian data).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Body, Codec, expect_params, int_param
+from .base import Body, FixedRateCodec, expect_params, int_param
 from .entropy import decode_categorical, encode_categorical
 from .errors import CodecError
 from .header import Header
@@ -34,7 +34,7 @@ def _split(x: np.ndarray, e0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
-class NaturalCodec(Codec):
+class NaturalCodec(FixedRateCodec):
     """Unbiased power-of-two rounding (about 1 + H(exponent) bits per entry).
 
     Example:
@@ -96,11 +96,3 @@ class NaturalCodec(Codec):
             mag, lower, upper = _split(flat[sl], e0)
             acc += float(np.sum((upper - mag) * (mag - lower)))
         return acc / flat.size
-
-    @classmethod
-    def for_noise_var(cls, noise_var: float, array: Any, **params: Any) -> Self:
-        return cls(**params)
-
-    @classmethod
-    def for_bits(cls, bits_per_coord: float, array: Any, **params: Any) -> Self:
-        return cls(**params)

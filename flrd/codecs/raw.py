@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Body, Codec, expect_body, expect_params
+from .base import Body, FixedRateCodec, expect_body, expect_params
 from .header import Header
 from .numerics import as_float_array, chunks, max_abs, sq_error_mean, store
 
@@ -15,7 +15,7 @@ _F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
-class Float32Codec(Codec):
+class Float32Codec(FixedRateCodec):
     """Send every entry as a little-endian float32.
 
     Lossless for float16/float32 input; float64 input is rounded to nearest
@@ -53,11 +53,3 @@ class Float32Codec(Codec):
     def expected_noise_var(self, array: Any) -> float:
         flat = as_float_array(array).reshape(-1)
         return sq_error_mean(flat, flat.astype(np.float32))
-
-    @classmethod
-    def for_noise_var(cls, noise_var: float, array: Any, **params: Any) -> Self:
-        return cls(**params)
-
-    @classmethod
-    def for_bits(cls, bits_per_coord: float, array: Any, **params: Any) -> Self:
-        return cls(**params)

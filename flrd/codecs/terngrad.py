@@ -8,11 +8,11 @@ symbols are range-coded under their empirical frequencies.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Body, Codec, expect_params
+from .base import Body, FixedRateCodec, expect_params
 from .entropy import decode_categorical, encode_categorical
 from .errors import CodecError
 from .header import Header
@@ -20,7 +20,7 @@ from .numerics import as_float_array, chunks, max_abs, store
 
 
 @dataclass(frozen=True)
-class TernGradCodec(Codec):
+class TernGradCodec(FixedRateCodec):
     """Unbiased ternary quantizer (no parameters).
 
     Example:
@@ -64,11 +64,3 @@ class TernGradCodec(Codec):
             float(np.sum(np.abs(flat[sl], dtype=np.float64) * (scale - np.abs(flat[sl], dtype=np.float64))))
             for sl in chunks(flat.size)
         ) / flat.size
-
-    @classmethod
-    def for_noise_var(cls, noise_var: float, array: Any, **params: Any) -> Self:
-        return cls(**params)
-
-    @classmethod
-    def for_bits(cls, bits_per_coord: float, array: Any, **params: Any) -> Self:
-        return cls(**params)

@@ -32,7 +32,8 @@ def test_targets_follow_noise_and_costs_and_reach_the_distortion():
     for layer in range(2):
         per_client = np.array([targets[n][layer] for n in nodes])
         # Inverse-variance mean reaches the plan's distortion (silenced clients keep ~1e-7 of it).
-        assert 1.0 / np.sum(1.0 / (noise[:, layer] + per_client)) == pytest.approx(distortion[layer], rel=1e-6)
+        reached = 1.0 / np.sum(1.0 / (noise[:, layer] + per_client))
+        assert reached == pytest.approx(distortion[layer], rel=1e-6)
         assert per_client[0] < per_client[1] < per_client[2]  # noisier clients add more noise
         assert per_client[3] > per_client[1]  # same noise as node 2, dearer link: fewer bits
     rates = theory.waterfill(distortion[0], noise[:, 0], [1, 1, 1, 5.0])
