@@ -80,9 +80,10 @@ def compress_update(update: Mapping[str, np.ndarray], request: CompressionReques
                 feedback.load_state_dict(dict(residuals[name]))
             payloads[name] = feedback.encode(g, seed=seed)
             kept[name] = feedback.state_dict()
-        else:
-            payloads[name] = codec.encode(g, seed=seed)
-        error = codecs.decode(payloads[name]).astype(np.float64) - g
+            decoded = codecs.decode(payloads[name])
+        else:  # the reconstruction comes with the payload (no decode for dithered)
+            payloads[name], decoded = codec.encode_reconstruct(g, seed=seed)
+        error = decoded.astype(np.float64) - g
         m2.append(_mean_square(g.astype(np.float64)))
         qnoise.append(_mean_square(error))
     report = CompressionReport(

@@ -54,6 +54,17 @@ class Codec(abc.ABC):
         header = Header(self.codec_id, arr.dtype, tuple(int(s) for s in arr.shape), int(seed), params)
         return pack_payload(header, body)
 
+    def encode_reconstruct(self, array: Any, *, seed: int = 0) -> tuple[bytes, np.ndarray]:
+        """The payload and, bit for bit, what ``decode(payload)`` will return.
+
+        Clients use it to measure their realized noise. This default decodes; codecs
+        that know the reconstruction while encoding override it to skip that work.
+        """
+        from .registry import decode  # the registry imports every codec module
+
+        payload = self.encode(array, seed=seed)
+        return payload, decode(payload)
+
     @abc.abstractmethod
     def _encode(self, flat: np.ndarray, seed: int) -> tuple[tuple[float, ...], Body]:
         """Return the header parameters and body chunks for a finite flat array."""

@@ -150,6 +150,22 @@ class DitheredCodec(Codec):
         words = words_bytes(encoder) if model is not None else b""
         return params, [_U64.pack(esc.size), esc.tobytes(), words]
 
+    def encode_reconstruct(self, array: Any, *, seed: int = 0) -> tuple[bytes, np.ndarray]:
+        """Payload and reconstruction ``round((x + u)/Δ) Δ - u``, without range decoding.
+
+        The decoder computes exactly this (escapes carry the unclipped indices), from
+        the same dither stream, with the same float64 arithmetic and dtype store.
+        """
+        payload = self.encode(array, seed=seed)
+        arr = as_float_array(array)
+        flat = arr.reshape(-1)
+        out = np.empty(flat.size, dtype=arr.dtype)
+        step, rng = self.step, np.random.default_rng(seed)
+        for sl in chunks(flat.size):
+            u = _dither(rng, sl.stop - sl.start, step)
+            store(out, sl, np.round((flat[sl].astype(np.float64) + u) / step) * step - u)
+        return payload, out.reshape(arr.shape)
+
     @classmethod
     def _decode(cls, header: Header, body: memoryview) -> np.ndarray:
         step, family, loc, scale, center, lo, hi, windowed = expect_params(header, 8, cls.name)
