@@ -21,6 +21,7 @@ ROUND_COLUMNS: dict[str, str] = {
     "clients": "replies that were decoded and aggregated this round",
     "uplink_bits": "8 x payload bytes of all replies that arrived (headers included)",
     "uplink_bits_cum": "running sum of uplink_bits",
+    "report_bits": "8 x bytes of the clients' flrd.metrics records (per-layer m2, qnoise), not in uplink_bits",
     "bits_per_coord": "uplink_bits / (clients x model coordinates): bits per coordinate per client",
     "test_loss": "central test loss of the global model after the round",
     "test_accuracy": "central test accuracy of the global model after the round",

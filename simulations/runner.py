@@ -120,6 +120,7 @@ def records_from_result(result: Result, policy: str, seed: int, layers: list[tup
         row: dict[str, object] = {
             "policy": policy, "seed": seed, "round": server_round, "clients": clients,
             "uplink_bits": bits, "uplink_bits_cum": cumulative,
+            "report_bits": int(train.get("flrd.report-bits", 0)),
             "bits_per_coord": accepted_bits / (clients * n_l.sum()) if clients else math.nan,
             "test_loss": float(evaluation["test-loss"]), "test_accuracy": float(evaluation["test-accuracy"]),
             "lambda": float(train.get("flrd.lambda", math.nan)),

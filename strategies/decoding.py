@@ -31,6 +31,7 @@ __all__ = [
     "UpdateDecoder",
     "decode_reply",
     "reply_payload_bytes",
+    "reply_report_bytes",
 ]
 
 Arrays = Mapping[str, np.ndarray]
@@ -120,7 +121,8 @@ class DecodedRound:
     """The outcome of ``RateControl.decode_replies``.
 
     ``updates[i]`` came in ``replies[i]``; ``uplink_bytes`` counts the payload of every
-    reply that arrived, accepted or not. ``seconds`` times flrd's server work on the
+    reply that arrived, accepted or not; ``report_bytes`` the ``flrd.metrics`` records
+    (per-layer ``m2``/``qnoise``) that travelled beside them. ``seconds`` times flrd's server work on the
     round: decoding here, plus the policy's estimation once observed.
     """
 
@@ -128,6 +130,7 @@ class DecodedRound:
     updates: list[ClientUpdate] = field(default_factory=list)
     replies: list[Message] = field(default_factory=list)
     uplink_bytes: int = 0
+    report_bytes: int = 0
     num_replies: int = 0
     num_failed: int = 0
     num_rejected: int = 0
@@ -141,6 +144,13 @@ def reply_payload_bytes(reply: Message) -> int:
         return 0
     return sum(payload_bytes(record) for key, record in reply.content.array_records.items()
                if key != AUDIT_RECORD)
+
+
+def reply_report_bytes(reply: Message) -> int:
+    """Bytes of the reply's ``flrd.metrics`` record (0 if it has none)."""
+    if reply.has_error() or METRICS_RECORD not in reply.content.metric_records:
+        return 0
+    return reply.content.metric_records[METRICS_RECORD].count_bytes()
 
 
 def decode_reply(reply: Message, decoder: UpdateDecoder, side: SideInformation,

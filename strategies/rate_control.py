@@ -46,6 +46,7 @@ from .decoding import (
     UpdateDecoder,
     decode_reply,
     reply_payload_bytes,
+    reply_report_bytes,
 )
 from .reporting import round_metrics
 
@@ -197,6 +198,7 @@ class RateControl:
         for reply in sorted(replies, key=lambda r: r.metadata.src_node_id):
             decoded.num_replies += 1
             decoded.uplink_bytes += reply_payload_bytes(reply)
+            decoded.report_bytes += reply_report_bytes(reply)
             node_id = reply.metadata.src_node_id
             if reply.has_error():
                 decoded.num_failed += 1

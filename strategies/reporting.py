@@ -1,7 +1,8 @@
 """The per-round MetricRecord: realized bits, outcomes, the plan's bounds, estimates.
 
 Keys (all prefixed ``flrd.``): ``round``, ``uplink-bits`` (8 x payload bytes of every
-reply that arrived), ``accepted-bits``, ``sent``, ``replies``, ``accepted``,
+reply that arrived), ``report-bits`` (8 x bytes of the ``flrd.metrics`` records sent
+beside the payloads: the per-layer statistics the policy needs), ``accepted-bits``, ``sent``, ``replies``, ``accepted``,
 ``rejected``, ``failed``; ``weight-concentration`` (per layer ``sum_k w_kl^2`` of the
 linear aggregation weights); flrd's own time: ``encode-seconds`` (summed over the accepted
 clients), ``decode-seconds`` and ``estimate-seconds`` (server); the plan's ``lambda``, ``distortion-total``,
@@ -36,6 +37,7 @@ def round_metrics(round_index: int, decoded: DecodedRound, policy: RatePolicy | 
     metrics = MetricRecord({
         "flrd.round": round_index,
         "flrd.uplink-bits": 8 * decoded.uplink_bytes,
+        "flrd.report-bits": 8 * decoded.report_bytes,
         "flrd.accepted-bits": 8 * sum(u.payload_bytes for u in decoded.updates),
         "flrd.sent": len(decoded.sent.requests),
         "flrd.replies": decoded.num_replies,

@@ -53,6 +53,16 @@ def test_realized_bits_equal_what_flower_counts_minus_the_layer_names():
         assert result.train_metrics_clientapp[server_round]["flrd.accepted"] == 5
 
 
+def test_report_bits_equal_what_flower_counts_for_the_metrics_records():
+    grid = _grid()
+    result = RateAwareFedAvg(**NO_EVAL).start(grid, initial_arrays(), num_rounds=2)
+    for server_round in (1, 2):
+        replies = grid.replies[5 * (server_round - 1):5 * server_round]
+        counted = sum(r.content.metric_records["flrd.metrics"].count_bytes() for r in replies)
+        assert counted > 0
+        assert result.train_metrics_clientapp[server_round]["flrd.report-bits"] == 8 * counted
+
+
 def test_rounds_follow_the_policy_and_report_bounds():
     result = RateAwareFedAvg(**NO_EVAL).start(_grid(), initial_arrays(), num_rounds=3)
     first, third = result.train_metrics_clientapp[1], result.train_metrics_clientapp[3]
