@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flrd.config import RunConfig
 from flrd.simulations.records import read_csv
 from flrd.simulations.settings import Settings
 from flrd.simulations.summary import policy_table
@@ -90,8 +91,9 @@ def _field(path: str, name: str) -> int:
 
 
 def accuracy(out: Path, rounds: int, local_steps: int, target: float) -> None:
-    settings = Settings(out_dir=out, num_clients=100, clients_per_round=10, rounds=rounds,
-                        policies=ACCURACY_POLICIES, local_steps=local_steps, target_accuracy=target)
+    settings = Settings(out_dir=out, num_clients=100, clients_per_round=10, policies=ACCURACY_POLICIES,
+                        target_accuracy=target,
+                        run=RunConfig(num_server_rounds=rounds, local_steps=local_steps, audit=True))
     started = time.perf_counter()
     run_sweep(settings)
     table = policy_table(read_csv(out / "rounds.csv"), target)
@@ -118,7 +120,7 @@ def scaling(out: Path, sizes: list[int], rounds: int) -> None:
         per_round: dict[str, float] = {}
         for policy in ("float32", "rate-aware"):
             settings = Settings(out_dir=out / f"{n}-{policy}", num_clients=n, clients_per_round=max(2, n // 10),
-                                rounds=rounds, policies=(policy,), audit=False)
+                                policies=(policy,), run=RunConfig(num_server_rounds=rounds))
             with TreeMemory() as memory:
                 run_sweep(settings, show_progress=False)
             rows = [r for r in read_csv(settings.out_dir / "rounds.csv") if r["round"] >= 2]

@@ -1,8 +1,7 @@
 """Reference ClientApp for the paper's task: MNIST 2NN, local SGD, compressed uplink.
 
-Run config (``[tool.flwr.app.config]``): ``model`` ("mlp"), ``local-steps`` (SGD steps
-per round), ``batch-size`` (128), ``lr`` (0.01), ``momentum`` (0.5), ``partition``
-("iid" | "dirichlet" | "shards"), ``dirichlet-alpha`` (0.5), ``seed`` (0).
+Run config: :class:`flrd.config.RunConfig` (``model``, ``local-steps``, ``batch-size``,
+``lr``, ``momentum``, ``partition``, ``dirichlet-alpha``, ``seed``; defaults there).
 Node config: ``partition-id`` and ``num-partitions`` (set by the simulation engine, or
 ``flower-supernode --node-config "partition-id=0 num-partitions=2"``).
 
@@ -21,6 +20,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.app import UserConfigValue
 from flwr.clientapp import ClientApp
 
+from flrd.config import RunConfig
 from flrd.datasets import load_mnist, partition_indices
 from flrd.models import build_model
 from flrd.training import evaluate as evaluate_model
@@ -45,33 +45,31 @@ def build_client_app(overrides: Mapping[str, UserConfigValue] | None = None) -> 
 
     @client.train()
     def _train_handler(msg: Message, context: Context) -> Message:
-        return train(msg, context, {**context.run_config, **fixed})
+        return train(msg, context, RunConfig.from_run_config({**context.run_config, **fixed}))
 
     @client.evaluate()
     def _evaluate_handler(msg: Message, context: Context) -> Message:
-        return evaluate(msg, context, {**context.run_config, **fixed})
+        return evaluate(msg, context, RunConfig.from_run_config({**context.run_config, **fixed}))
 
     return client
 
 
-def train(msg: Message, context: Context, cfg: Mapping[str, UserConfigValue]) -> Message:
+def train(msg: Message, context: Context, cfg: RunConfig) -> Message:
     """Train the received model on this node's partition; reply with the new weights."""
     model = _load_model(msg, cfg)
     x, y = _partition(context, cfg)
     configs = list(msg.content.config_records.values())
-    server_round = int(configs[0].get("server-round", 0)) if configs else 0
+    server_round = int(configs[0].get("server-round", 0)) if configs else 0  # type: ignore[arg-type]
     seed = int(np.random.SeedSequence(
-        [int(cfg.get("seed", 0)), server_round, int(context.node_config["partition-id"])]
-    ).generate_state(1)[0])
-    loss = train_local(model, x, y, steps=int(cfg.get("local-steps", 10)),
-                       batch_size=int(cfg.get("batch-size", 128)), lr=float(cfg.get("lr", 0.01)),
-                       momentum=float(cfg.get("momentum", 0.5)), seed=seed)
+        [cfg.seed, server_round, int(context.node_config["partition-id"])]).generate_state(1)[0])
+    loss = train_local(model, x, y, steps=cfg.local_steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                       momentum=cfg.momentum, seed=seed)
     metrics = MetricRecord({"train_loss": float(loss), "num-examples": len(x)})
     return Message(RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics}),
                    reply_to=msg)
 
 
-def evaluate(msg: Message, context: Context, cfg: Mapping[str, UserConfigValue]) -> Message:
+def evaluate(msg: Message, context: Context, cfg: RunConfig) -> Message:
     """Evaluate the received model on this node's share of the MNIST test set."""
     model = _load_model(msg, cfg)
     pid, parts = _partition_ids(context)
@@ -82,9 +80,9 @@ def evaluate(msg: Message, context: Context, cfg: Mapping[str, UserConfigValue])
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 
-def _load_model(msg: Message, cfg: Mapping[str, UserConfigValue]) -> torch.nn.Module:
+def _load_model(msg: Message, cfg: RunConfig) -> torch.nn.Module:
     torch.set_num_threads(1)  # simulations run one client per core
-    model = build_model(str(cfg.get("model", "mlp")))
+    model = build_model(cfg.model)
     arrays = next(iter(msg.content.array_records.values()))
     model.load_state_dict(arrays.to_torch_state_dict())
     return model
@@ -94,10 +92,9 @@ def _partition_ids(context: Context) -> tuple[int, int]:
     return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
 
 
-def _partition(context: Context, cfg: Mapping[str, UserConfigValue]) -> tuple[np.ndarray, np.ndarray]:
+def _partition(context: Context, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
     pid, parts = _partition_ids(context)
-    indices = _partitions(parts, str(cfg.get("partition", "iid")),
-                          float(cfg.get("dirichlet-alpha", 0.5)), int(cfg.get("seed", 0)))[pid]
+    indices = _partitions(parts, cfg.partition, cfg.dirichlet_alpha, cfg.seed)[pid]
     data = load_mnist()
     return data.x_train[indices], data.y_train[indices]
 

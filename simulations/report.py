@@ -18,11 +18,12 @@ def _fmt(value: object, spec: str = ".4g") -> str:
 
 def write_report(out: Path, settings: Settings, table, points, rounds) -> Path:
     """Write the Markdown report next to the CSVs and figures."""
+    run = settings.run
     lines = [
         "# flrd simulation report", "",
         f"{settings.num_clients} clients ({settings.clients_per_round} per round), {settings.rounds} rounds, "
-        f"model `{settings.model}`, partition `{settings.partition}`, {settings.local_steps} local steps "
-        f"(batch {settings.batch_size}, lr {settings.lr}, momentum {settings.momentum}), seeds {list(settings.seeds)}.",
+        f"model `{run.model}`, partition `{run.partition}`, {run.local_steps} local steps "
+        f"(batch {run.batch_size}, lr {run.lr}, momentum {run.momentum}), seeds {list(settings.seeds)}.",
         "", f"## Policies (target accuracy {settings.target_accuracy:.0%})", "",
         "Bits and rounds to the target are means over the seeds that reached it (last column).", "",
         "| policy | uplink bits to target | rounds to target | final accuracy | bits/coord/client | accuracy per Mbit | seeds reaching |",

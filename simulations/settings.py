@@ -1,9 +1,11 @@
-"""What one sweep runs: the experiment settings and the policy specs."""
+"""What one sweep runs: the harness's own settings around the App's :class:`RunConfig`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from flrd.config import RunConfig
 
 DEFAULT_POLICIES = ("rate-aware", "float32", "signsgd", "m22=2", "qsgd=4", "topk-ef=0.5")
 
@@ -31,34 +33,32 @@ class PolicySpec:
         """Name used in the records (``m22=3``, or ``m22`` without a value)."""
         return self.name if self.value is None else f"{self.name}={self.value:g}"
 
+    def run_config(self, base: RunConfig, seed: int) -> RunConfig:
+        """``base`` with this policy, its value (lambda or bits) and ``seed``."""
+        changes: dict[str, object] = {"policy": self.name, "seed": seed}
+        if self.value is not None:
+            changes["fixed_lambda" if self.name == "fixed-lambda" else "bits"] = self.value
+        return base.replace(**changes)
+
 
 @dataclass(frozen=True)
 class Settings:
     """One sweep: every policy in ``policies`` runs once per seed in ``seeds``.
 
-    Defaults are the short offline MNIST experiment of ``flrd simulate``.
+    ``run`` holds everything the App itself reads (rounds, model, partition, local
+    training, policy knobs); its defaults are :class:`~flrd.config.RunConfig`'s. The
+    harness sets the sampling (``clients_per_round`` of ``num_clients``) and audits by
+    default, so that the realized distortion is measured.
     """
 
     out_dir: Path = Path("flrd-report")
     num_clients: int = 100
     clients_per_round: int = 10
-    rounds: int = 25
     policies: tuple[str, ...] = DEFAULT_POLICIES
     seeds: tuple[int, ...] = (0,)
-    model: str = "mlp"
-    partition: str = "iid"
-    dirichlet_alpha: float = 0.5
-    local_steps: int = 20
-    batch_size: int = 128
-    lr: float = 0.01
-    momentum: float = 0.5
-    bits: float = 2.0
-    lambda_cap: float = 16.0
     target_accuracy: float = 0.9
-    audit: bool = True
-    round_timeout_s: float = 600.0
     client_cpus: float = 1.0
-    policy_params: dict[str, float] = field(default_factory=dict)
+    run: RunConfig = field(default_factory=lambda: RunConfig(audit=True))
 
     def __post_init__(self) -> None:
         if self.num_clients < 2:
@@ -66,16 +66,22 @@ class Settings:
         if not 2 <= self.clients_per_round <= self.num_clients:
             raise ValueError(f"clients_per_round must be in 2..num_clients={self.num_clients}, "
                              f"got {self.clients_per_round}")
-        if self.rounds < 1:
-            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if not 0 < self.target_accuracy <= 1:
             raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
+        if not self.policies or not self.seeds:
+            raise ValueError("a sweep needs at least one policy and one seed")
         for text in self.policies:
-            if PolicySpec.parse(text).name == "fixed-lambda" and PolicySpec.parse(text).value is None:
+            spec = PolicySpec.parse(text)
+            if spec.name == "fixed-lambda" and spec.value is None:
                 raise ValueError("fixed-lambda needs its value, e.g. fixed-lambda=2")
+            spec.run_config(self.app_config(), 0)  # names and values checked now, not mid-sweep
 
-    def client_config(self, seed: int) -> dict[str, int | float | str]:
-        """Run-config entries the ClientApp reads (see ``flrd.clients.client_app``)."""
-        return {"model": self.model, "partition": self.partition, "dirichlet-alpha": self.dirichlet_alpha,
-                "local-steps": self.local_steps, "batch-size": self.batch_size, "lr": self.lr,
-                "momentum": self.momentum, "seed": seed}
+    @property
+    def rounds(self) -> int:
+        """Server rounds per run."""
+        return self.run.num_server_rounds
+
+    def app_config(self) -> RunConfig:
+        """The App's run config with this sweep's sampling."""
+        return self.run.replace(fraction_train=self.clients_per_round / self.num_clients,
+                                min_train_nodes=self.clients_per_round, fraction_evaluate=0.0)

@@ -69,9 +69,8 @@ def _with_prediction(points, rounds, settings: Settings):
     if not noise:
         return points
     floor = float(np.mean(noise))
-    params = {"R0": settings.policy_params.get("initial_distance", 1.0),
-              "beta": settings.policy_params.get("beta", 1.0),
-              "eps": settings.policy_params.get("target_accuracy_eps", 0.01)}
+    params = {"R0": settings.run.initial_distance, "beta": settings.run.beta,
+              "eps": settings.run.target_accuracy_eps}
     shape = [float(theory.rounds_needed(floor * (1 + p["lambda"]), integer=False, **params)) for p in points]
     anchor = next((i for i, p in enumerate(points) if not math.isnan(p["rounds_to_target"])), None)
     scale = points[anchor]["rounds_to_target"] / shape[anchor] if anchor is not None else math.nan

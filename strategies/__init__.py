@@ -1,10 +1,12 @@
 """flrd's Flower server side: rate-aware strategies and the payload transport.
 
+- :class:`RateControl`: the round flow; ``class X(RateControl, AnyFlowerStrategy)``.
 - :class:`RateAwareFedAvg`: FedAvg with the rate policy and compressed uplink.
-- :class:`CompressedStrategy`: the same compression around any Flower strategy.
+- :class:`CompressedStrategy`: the same flow around a Flower strategy instance.
 - :class:`WaterfillingFedAvg`: per-client rates by water-filling (noise, link costs).
 - :class:`UpdateDecoder` / :class:`SideInformation`: the replaceable decoding step.
 - :func:`build_strategy`: the baselines selectable by the run config's ``policy`` key.
+- :func:`format_round`: one line per round from its MetricRecord, for any ServerApp.
 
 The ServerApp for the paper's task lives in ``server_app`` (``strategies.server_app:app``).
 """
@@ -20,11 +22,13 @@ from .decoding import (
     UpdateDecoder,
 )
 from .rate_aware import RateAwareFedAvg
-from .rate_control import RateControl
+from .rate_control import Aggregate, RateControl
+from .reporting import format_round, measured_bounds
 from .transport import TransportError, unwrap_payload, unwrap_payloads
 from .waterfilling import WaterfillingFedAvg
 
 __all__ = [
+    "Aggregate",
     "BASELINES",
     "Baseline",
     "ClientUpdate",
@@ -39,6 +43,8 @@ __all__ = [
     "UpdateDecoder",
     "WaterfillingFedAvg",
     "build_strategy",
+    "format_round",
+    "measured_bounds",
     "unwrap_payload",
     "unwrap_payloads",
 ]

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from logging import INFO, WARNING
+from collections.abc import Callable
+from logging import INFO
 
-import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import MetricRecord, RecordDict
 from flwr.common import log
-from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
-from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from flrd.policy import RatePolicy
 from flrd.protocol import METRICS_RECORD
 
-from .aggregation import Arrays, apply_update, majority_update, to_record, weighted_mean
-from .decoding import ClientUpdate, UpdateDecoder
-from .rate_control import RateControl
+from .aggregation import apply_update, majority_update, to_record, weighted_mean
+from .decoding import DecodedRound, UpdateDecoder
+from .rate_control import Aggregate, RateControl
 
 __all__ = ["RateAwareFedAvg"]
 
@@ -31,6 +28,8 @@ class RateAwareFedAvg(RateControl, FedAvg):
     noise; the strategy decodes, checks and averages the updates (inverse-variance
     weights when clients had different targets, otherwise FedAvg's example weights)
     and reports realized uplink bits next to the bounds ``R_sum`` and ``R_ind``.
+    The round flow is :class:`~flrd.strategies.RateControl`'s; this class only
+    chooses the aggregation (:meth:`aggregate_decoded`).
 
     Parameters
     ----------
@@ -100,60 +99,18 @@ class RateAwareFedAvg(RateControl, FedAvg):
         log(INFO, "\t│\t└── Aggregation: %s", "majority vote" if self.majority_vote else "mean")
         super().summary()
 
-    def select_nodes(self, server_round: int, grid: Grid) -> list[int]:
-        """Client selection: FedAvg's uniform sample. Override to select differently."""
-        num_nodes = int(len(list(grid.get_node_ids())) * self.fraction_train)
-        sample_size = max(num_nodes, self.min_train_nodes)
-        node_ids, _ = sample_nodes(grid, self.min_available_nodes, sample_size)
-        return node_ids
+    def aggregate_decoded(self, server_round: int, decoded: DecodedRound) -> Aggregate:
+        """The weighted mean of the decoded updates (:meth:`aggregation_weights`), or
+        their sign majority vote, applied to the global model.
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Sample nodes and send each the model and its compression request."""
-        if self.fraction_train == 0.0:
-            return []
-        node_ids = self.select_nodes(server_round, grid)
-        log(INFO, "configure_train: Sampled %s nodes", len(node_ids))
-        config["server-round"] = server_round
-        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        messages = self._construct_messages(record, node_ids, MessageType.TRAIN)
-        return self.attach_requests(server_round, arrays, messages)
-
-    def aggregate_updates(
-        self, server_round: int, updates: list[ClientUpdate]
-    ) -> tuple[Arrays, np.ndarray | None]:
-        """Combine the decoded updates; also return the linear weights ``(K, L)`` used.
-
-        Returns ``None`` as weights for non-linear rules: the majority vote, whose
-        signs are scaled by the clients' mean absolute update per layer.
+        The majority vote is not linear: it returns no weights.
         """
         if self.majority_vote:
-            return majority_update(updates), None
-        weights = self.aggregation_weights(updates)
-        return weighted_mean(updates, weights), weights
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Decode and check the replies, then average the updates into the model."""
-        decoded = self.decode_replies(server_round, replies)
-        if not decoded.updates:
-            return None, self.observe_round(server_round, decoded, None, None)
-        update, weights = self.aggregate_updates(server_round, decoded.updates)
+            update, weights = majority_update(decoded.updates), None
+        else:
+            weights = self.aggregation_weights(decoded.updates, decoded.sent)
+            update = weighted_mean(decoded.updates, weights)
         arrays = to_record(apply_update(decoded.sent.global_arrays, update))
-        metrics = self._client_metrics(decoded.replies)
-        metrics.update(self.observe_round(server_round, decoded, update, weights))
-        return arrays, metrics
-
-    def _client_metrics(self, replies: list[Message]) -> MetricRecord:
-        records = [RecordDict({k: v for k, v in r.content.metric_records.items()
-                               if k != METRICS_RECORD}) for r in replies]
-        if not all(len(r.metric_records) == 1
-                   and self.weighted_by_key in next(iter(r.metric_records.values()))
-                   for r in records):
-            log(WARNING, "aggregate_train: client metrics lack one MetricRecord with "
-                         "'%s'; not aggregated", self.weighted_by_key)
-            return MetricRecord()
-        return self.train_metrics_aggr_fn(records, self.weighted_by_key)
-
+        records = [RecordDict({k: v for k, v in r.content.metric_records.items() if k != METRICS_RECORD})
+                   for r in decoded.replies]
+        return Aggregate(arrays, self.train_metrics_aggr_fn(records, self.weighted_by_key), weights)

@@ -1,89 +1,122 @@
-"""ServerApp for the paper's task: MNIST 2NN trained with a rate-aware compressed uplink.
+"""The reference ServerApp (MNIST, rate-aware compressed uplink), built in one place.
 
-Run config (``[tool.flwr.app.config]``; every key has a default):
+``flwr run .`` uses :data:`app`; the ``flrd simulate`` harness builds its ServerApp with
+:func:`build_server_app` too, adding only a result sink and a progress bar. Run config
+keys, their defaults and meanings: :class:`flrd.config.RunConfig` (listed in
+docs/strategy.md, "Run config").
 
-- ``num-server-rounds`` (3), ``policy`` ("rate-aware"; see ``BASELINES``), ``model``
-  ("mlp"), ``seed`` (0), ``round-timeout`` (600 s)
-- ``fraction-train`` (1.0), ``min-train-nodes`` (2), ``fraction-evaluate`` (0.0)
-- ``bits`` (2.0, fixed-rate baselines), ``fixed-lambda`` (1.0), ``lambda-cap`` (16.0),
-  ``beta`` (1.0), ``initial-distance`` (1.0), ``target-accuracy-eps`` (0.01),
-  ``smoothing`` (0.5)
-- ``audit`` (false), ``central-eval`` (true)
-- ``state-dir`` (""): when set, the model and the strategy state are saved there after
-  every round, and a restarted run resumes from them.
-
-Per round it prints realized uplink bits next to the bounds ``R_sum`` and ``R_ind`` at
-the distortion the round actually reached (for the rate-aware policy close to the
-planned one; for the baselines whatever their codec gave).
+Per round it prints one line (:func:`~flrd.strategies.reporting.format_round`): clients,
+realized uplink bits, the planned lambda and distortion, the measured distortion and
+the realized bits over ``R_ind`` at it, and the test accuracy. With ``verbose = true``
+Flower's own per-round log shows too.
 """
 
 from __future__ import annotations
 
-import json
+import logging
+import re
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result
 
+from flrd.config import RunConfig
 from flrd.models import build_model
+from flrd.state_file import load_state, save_state
 
 from .baselines import build_strategy
-from .rate_aware import RateAwareFedAvg
+from .rate_control import RateControl
+from .reporting import format_round
 
-__all__ = ["app", "format_report", "parse_report"]
+__all__ = ["app", "build_server_app", "build_strategy_from_config", "parse_report", "run_server"]
 
-app = ServerApp()
-
-_POLICY_KEYS = {"lambda-cap": "lambda_cap", "beta": "beta", "initial-distance": "initial_distance",
-                "target-accuracy-eps": "target_accuracy_eps", "smoothing": "smoothing"}
-_COLUMNS = (("round", "flrd.round"), ("used", "flrd.accepted"), ("sent", "flrd.sent"),
-            ("uplink bits", "flrd.uplink-bits"), ("R_sum bits", "flrd.measured-r-sum-bits"),
-            ("R_ind bits", "flrd.measured-r-ind-bits"), ("lambda", "flrd.lambda"),
-            ("D planned", "flrd.distortion-total"), ("D model", "flrd.distortion-est"))
+ResultSink = Callable[[Result, list[tuple[str, int]]], None]
+RoundHook = Callable[[int, MetricRecord | None], None]
+_QUIET_LOGGERS = ("flwr",)
 
 
-@app.main()
-def main(grid: Grid, context: Context) -> None:
-    """Train for ``num-server-rounds`` rounds and print the per-round rate report."""
-    cfg = context.run_config
-    model = build_model(str(cfg.get("model", "mlp")), seed=int(cfg.get("seed", 0)))
+def build_strategy_from_config(config: RunConfig, layer_sizes: list[int]) -> RateControl:
+    """The strategy a run config asks for (policy, its knobs, sampling)."""
+    return build_strategy(
+        config.policy, layer_sizes, bits=config.bits, fixed_lambda=config.fixed_lambda,
+        policy_params={"lambda_cap": config.lambda_cap, "beta": config.beta,
+                       "initial_distance": config.initial_distance,
+                       "target_accuracy_eps": config.target_accuracy_eps,
+                       "smoothing": config.smoothing},
+        audit=config.audit, seed=config.seed, fraction_train=config.fraction_train,
+        min_train_nodes=config.min_train_nodes, min_available_nodes=config.min_train_nodes,
+        fraction_evaluate=config.fraction_evaluate,
+    )
+
+
+def run_server(grid: Grid, config: RunConfig, *, on_round: RoundHook | None = None) -> Result:
+    """Train for ``num_server_rounds`` rounds; print one line per round.
+
+    ``on_round(server_round, evaluation)`` is called after each round's evaluation
+    (e.g. for a progress bar).
+    """
+    if not config.verbose:
+        for name in _QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    model = build_model(config.model, seed=config.seed)
     arrays = ArrayRecord(model.state_dict())
-    strategy = build_strategy(
-        str(cfg.get("policy", "rate-aware")), [a.size for a in arrays.to_numpy_ndarrays()],
-        bits=float(cfg.get("bits", 2.0)), fixed_lambda=float(cfg.get("fixed-lambda", 1.0)),
-        policy_params={name: float(cfg[key]) for key, name in _POLICY_KEYS.items() if key in cfg},
-        audit=bool(cfg.get("audit", False)), seed=int(cfg.get("seed", 0)),
-        fraction_train=float(cfg.get("fraction-train", 1.0)),
-        min_train_nodes=int(cfg.get("min-train-nodes", 2)),
-        fraction_evaluate=float(cfg.get("fraction-evaluate", 0.0)),
-    )
-    state_dir = Path(str(cfg["state-dir"])) if cfg.get("state-dir") else None
+    strategy = build_strategy_from_config(config, [a.size for a in arrays.to_numpy_ndarrays()])
+    state_dir = Path(config.state_dir) if config.state_dir else None
     if state_dir is not None and (state_dir / "state.json").exists():
-        arrays = _resume(state_dir, strategy)
-    result = strategy.start(
-        grid=grid, initial_arrays=arrays, num_rounds=int(cfg.get("num-server-rounds", 3)),
-        timeout=float(cfg.get("round-timeout", 600)), train_config=ConfigRecord(),
-        evaluate_fn=_Evaluator(model, strategy, state_dir, bool(cfg.get("central-eval", True))),
-    )
-    print(format_report(result), flush=True)
+        saved, state = load_state(state_dir)
+        strategy.load_state_dict(state)  # type: ignore[arg-type]
+        arrays = ArrayRecord({name: Array(values) for name, values in saved.items()})
+    evaluator = _Evaluator(model, strategy, state_dir, config.central_eval, on_round)
+    return strategy.start(grid=grid, initial_arrays=arrays, num_rounds=config.num_server_rounds,
+                          timeout=config.round_timeout, train_config=ConfigRecord(),
+                          evaluate_fn=evaluator)
+
+
+def build_server_app(config: RunConfig | None = None, *, sink: ResultSink | None = None,
+                     on_round: RoundHook | None = None) -> ServerApp:
+    """The reference ServerApp.
+
+    Args:
+        config: fixed run config; when None, the ``flwr run`` run config is read.
+        sink: receives the strategy's Result and the model's ``(layer, size)`` list.
+        on_round: called after each round's evaluation (see :func:`run_server`).
+    """
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_config = config if config is not None else RunConfig.from_run_config(context.run_config)
+        result = run_server(grid, run_config, on_round=on_round)
+        if sink is not None:
+            state = build_model(run_config.model).state_dict()
+            sink(result, [(name, t.numel()) for name, t in state.items()])
+
+    return server
 
 
 class _Evaluator:
-    """Strategy.start's per-round callback: central accuracy, and the saved state."""
+    """Strategy.start's per-round callback: central accuracy, saved state, the round's line."""
 
-    def __init__(self, model: torch.nn.Module, strategy: RateAwareFedAvg,
-                 state_dir: Path | None, central_eval: bool) -> None:
-        self.model, self.strategy = model, strategy
-        self.state_dir, self.central_eval = state_dir, central_eval
+    def __init__(self, model: torch.nn.Module, strategy: RateControl, state_dir: Path | None,
+                 central_eval: bool, on_round: RoundHook | None) -> None:
+        self.model, self.strategy, self.state_dir = model, strategy, state_dir
+        self.central_eval, self.on_round = central_eval, on_round
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if self.state_dir is not None and server_round > 0:
-            _save(self.state_dir, self.strategy, arrays)
-        if not self.central_eval:
-            return None
+            save_state(self.state_dir, {k: a.numpy() for k, a in arrays.items()},
+                       self.strategy.state_dict())
+        evaluation = self._evaluate(arrays) if self.central_eval else None
+        if server_round > 0:
+            print(format_round(self.strategy.last_round_metrics, evaluation), flush=True)
+            if self.on_round is not None:
+                self.on_round(server_round, evaluation)
+        return evaluation
+
+    def _evaluate(self, arrays: ArrayRecord) -> MetricRecord:
         from flrd.datasets import load_mnist  # the data are only needed here
         from flrd.training import evaluate
 
@@ -93,53 +126,29 @@ class _Evaluator:
         return MetricRecord({"test-loss": loss, "test-accuracy": accuracy})
 
 
-def _save(state_dir: Path, strategy: RateAwareFedAvg, arrays: ArrayRecord) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(state_dir / "model.npz", **{k: a.numpy() for k, a in arrays.items()})
-    (state_dir / "state.json").write_text(json.dumps(strategy.state_dict()))
+_LINE = re.compile(r"round (?P<round>\d+): (?P<used>\d+)/(?P<sent>\d+) clients, "
+                   r"(?P<bits>[-+.\deE]+) bits")
+_RATIO = re.compile(r"bits/(?P<bound>R_ind|R_sum) (?P<value>[-+.\deE]+)")
 
 
-def _resume(state_dir: Path, strategy: RateAwareFedAvg) -> ArrayRecord:
-    strategy.load_state_dict(json.loads((state_dir / "state.json").read_text()))
-    with np.load(state_dir / "model.npz") as saved:
-        return ArrayRecord({name: Array(saved[name]) for name in saved.files})
-
-
-def format_report(result: Result) -> str:
-    """The per-round table: realized uplink bits next to ``R_sum`` and ``R_ind`` (bits
-    per round over all clients, at the realized distortion)."""
-    lines = [" | ".join(f"{title:>12}" for title, _ in _COLUMNS) + " | test acc"]
-    for server_round, metrics in sorted(result.train_metrics_clientapp.items()):
-        cells = [_cell(metrics.get(key)) for _, key in _COLUMNS]
-        evaluation = result.evaluate_metrics_serverapp.get(server_round, MetricRecord())
-        lines.append(" | ".join(f"{c:>12}" for c in cells)
-                     + f" | {_cell(evaluation.get('test-accuracy'))}")
-    return "\n".join(lines)
-
-
-def parse_report(text: str) -> list[dict[str, str]]:
-    """Rows of :func:`format_report`'s table found in ``text`` (e.g. a ``flwr run --stream`` log),
-    one dict per round keyed by the column titles.
+def parse_report(text: str) -> list[dict[str, float]]:
+    """The per-round lines of :func:`~flrd.strategies.reporting.format_round` found in
+    ``text`` (e.g. a ``flwr run --stream`` log): round, used, sent, bits and the
+    measured ``bits/R_ind`` and ``bits/R_sum`` ratios when printed.
 
     Example:
-        >>> log = ["round | used | sent | uplink bits | x", "    1 |    3 |    3 |        800 | y"]
-        >>> parse_report("\\n".join(log))
-        [{'round': '1', 'used': '3', 'sent': '3', 'uplink bits': '800', 'x': 'y'}]
+        >>> parse_report("x\\nround 2: 3/4 clients, 800 bits (0.1 bit/coord) | measured D 0.1, "
+        ...              "bits/R_ind 1.5, bits/R_sum 2")
+        [{'round': 2.0, 'used': 3.0, 'sent': 4.0, 'bits': 800.0, 'R_ind': 1.5, 'R_sum': 2.0}]
     """
-    titles: list[str] | None = None
     rows = []
     for line in text.splitlines():
-        cells = [c.strip() for c in line.split("|")]
-        if cells[0].endswith("round") and len(cells) > 4:
-            titles = [cells[0].split()[-1], *cells[1:]]
-        elif titles and len(cells) == len(titles) and cells[0].isdigit():
-            rows.append(dict(zip(titles, cells)))
+        if (match := _LINE.search(line)) is None:
+            continue
+        row = {key: float(value) for key, value in match.groupdict().items()}
+        row.update({m["bound"]: float(m["value"]) for m in _RATIO.finditer(line)})
+        rows.append(row)
     return rows
 
 
-def _cell(value: object) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "-"
+app = build_server_app()

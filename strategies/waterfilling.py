@@ -11,20 +11,23 @@ weight nearly zero.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from flwr.app import MetricRecord
 
 from flrd import theory
+from flrd.protocol import METRICS_RECORD
 
-from .aggregation import inverse_variance_weights
-from .decoding import ClientUpdate, DecodedRound
+from .aggregation import Arrays, inverse_variance_weights
+from .decoding import ClientUpdate, DecodedRound, SentRound
 from .rate_aware import RateAwareFedAvg
-from .rate_control import Arrays
+from .rate_control import StateDict
 
 __all__ = ["WaterfillingFedAvg"]
 
+LINK_KEY_METRIC = "flrd.link-key"  # TODO(merge): moves to flrd.protocol with the client mod
 SILENT_NOISE_FACTOR = 1e6  # noise target of silent clients, relative to the layer's sx2 + s2
 
 
@@ -37,24 +40,29 @@ class WaterfillingFedAvg(RateAwareFedAvg):
 
     Parameters
     ----------
-    link_costs : price per bit of each node's uplink, by node id (default 1).
+    link_costs : price per bit of each node's uplink, keyed by the value of the node's
+        ``link_cost_key`` node config (default 1 for every other node).
+    link_cost_key : node-config key the costs are keyed by (default ``partition-id``,
+        which simulations and ``flower-supernode --node-config`` set); clients report it
+        beside their payload.
     noise_floor : smallest per-client noise, relative to the pooled ``s2_l``.
     **kwargs : as :class:`RateAwareFedAvg`.
 
     Examples
     --------
-    >>> strategy = WaterfillingFedAvg(link_costs={7: 4.0}, fraction_train=0.5)
+    >>> strategy = WaterfillingFedAvg(link_costs={7: 4.0}, fraction_train=0.5)  # partition 7
     """
 
-    def __init__(self, *, link_costs: Mapping[int, float] | None = None, noise_floor: float = 0.05,
+    def __init__(self, *, link_costs: Mapping[int, float] | None = None,
+                 link_cost_key: str = "partition-id", noise_floor: float = 0.05,
                  **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.link_costs = {int(node): float(theory._checks.positive("link cost", cost))
+        self.link_costs = {int(node): _positive("link cost", cost)
                            for node, cost in (link_costs or {}).items()}
-        self.noise_floor = float(theory._checks.positive("noise_floor", noise_floor))
+        self.link_cost_key = link_cost_key
+        self.noise_floor = _positive("noise_floor", noise_floor)
         self.client_m2: dict[int, np.ndarray] = {}
-        self.round_noise: dict[int, np.ndarray] = {}
-        self.silent_nodes: set[int] = set()
+        self.node_keys: dict[int, int] = {}
 
     def client_noise(self, node_ids: Sequence[int]) -> np.ndarray:
         """``s2_k,l`` ``(K, L)`` for the sampled nodes, from their last reports."""
@@ -64,6 +72,13 @@ class WaterfillingFedAvg(RateAwareFedAvg):
         rows = [self.client_m2[n] - sx2 if n in self.client_m2 else s2 for n in node_ids]
         return np.maximum(np.array(rows, dtype=np.float64), floor)
 
+    def link_cost(self, node_id: int) -> float:
+        """Price per bit of a node's uplink: ``link_costs`` is keyed by the node-config
+        value ``link_cost_key`` (default ``partition-id``) the node reported, since
+        Flower's node ids are random; nodes not heard from yet cost 1."""
+        key = self.node_keys.get(node_id)
+        return self.link_costs.get(key, 1.0) if key is not None else 1.0
+
     def client_targets(self, server_round: int, node_ids: Sequence[int],
                        targets: np.ndarray) -> dict[int, np.ndarray]:
         """Water-fill every layer's distortion over the sampled clients."""
@@ -71,8 +86,8 @@ class WaterfillingFedAvg(RateAwareFedAvg):
         K = len(node_ids)
         distortion = (targets + self.policy.s2) / K  # the plan's D_l
         noise = self.client_noise(node_ids)
-        costs = np.array([self.link_costs.get(n, 1.0) for n in node_ids])
-        silent = SILENT_NOISE_FACTOR * (self.policy.sx2 + self.policy.s2)
+        costs = np.array([self.link_cost(n) for n in node_ids])
+        silent = self.silent_noise()
         out = np.empty_like(noise)
         for layer, D in enumerate(distortion):
             s2_k = noise[:, layer]
@@ -83,26 +98,73 @@ class WaterfillingFedAvg(RateAwareFedAvg):
             precision = theory.noise_weights(rate, s2_k)
             with np.errstate(divide="ignore"):
                 out[:, layer] = np.where(precision > 0, 1.0 / precision - s2_k, silent[layer])
-        self.round_noise = {n: noise[i] for i, n in enumerate(node_ids)}
-        self.silent_nodes = {n for i, n in enumerate(node_ids) if np.any(out[i] >= silent)}
         return {n: np.maximum(out[i], 0.0) for i, n in enumerate(node_ids)}
 
-    def aggregation_weights(self, updates: Sequence[ClientUpdate]) -> np.ndarray:
-        """Inverse-variance weights with each client's own noise estimate."""
-        if any(u.noise_var is None or u.node_id not in self.round_noise for u in updates):
-            return super().aggregation_weights(updates)
+    def silent_noise(self) -> np.ndarray:
+        """The noise target of clients above the water level, per layer."""
+        assert self.policy is not None and self.policy.sx2 is not None and self.policy.s2 is not None
+        return SILENT_NOISE_FACTOR * (self.policy.sx2 + self.policy.s2)
+
+    def aggregation_weights(self, updates: Sequence[ClientUpdate], sent: SentRound) -> np.ndarray:
+        """Inverse-variance weights with each client's own noise estimate.
+
+        The policy and the clients' reports change only after aggregation, so
+        :meth:`client_noise` gives the estimates the round was planned with.
+        """
+        if any(u.noise_var is None for u in updates):
+            return super().aggregation_weights(updates, sent)
         targets = np.stack([u.noise_var for u in updates])  # type: ignore[misc]
-        noise = np.stack([self.round_noise[u.node_id] for u in updates])
+        noise = self.client_noise([u.node_id for u in updates])
         return inverse_variance_weights(targets, noise)
 
     def estimation_updates(self, decoded: DecodedRound) -> list[ClientUpdate]:
         """Leave silenced clients out of the ``sx2``/``s2`` estimates: their huge noise
         would swamp the aggregate's second moment."""
-        return [u for u in decoded.updates if u.node_id not in self.silent_nodes]
+        if decoded.sent.plan.warmup or self.policy is None or self.policy.sx2 is None:
+            return decoded.updates
+        silent = self.silent_noise()
+        return [u for u in decoded.updates
+                if u.noise_var is None or not np.any(np.asarray(u.noise_var) >= silent)]
 
-    def observe_round(self, server_round: int, decoded: DecodedRound,
-                      applied: Arrays | None, weights: np.ndarray | None) -> MetricRecord:
-        """Remember each client's second moments, then observe as usual."""
-        for update in decoded.updates:
+    def observe_round(self, decoded: DecodedRound, applied: Arrays | None,
+                      weights: np.ndarray | None) -> MetricRecord:
+        """Remember each client's second moments and link key, then observe as usual."""
+        for update, reply in zip(decoded.updates, decoded.replies, strict=True):
             self.client_m2[update.node_id] = np.asarray(update.report.m2, dtype=np.float64)
-        return super().observe_round(server_round, decoded, applied, weights)
+            key = reply.content.metric_records.get(METRICS_RECORD, {}).get(LINK_KEY_METRIC)
+            if isinstance(key, int):
+                self.node_keys[update.node_id] = key
+        return super().observe_round(decoded, applied, weights)
+
+    def state_dict(self) -> StateDict:
+        """RateControl's state plus the clients' last second moments and link keys."""
+        state = super().state_dict()
+        for node_id, m2 in self.client_m2.items():
+            state[f"client-m2.{node_id}"] = [float(v) for v in m2]
+        for node_id, key in self.node_keys.items():
+            state[f"node-key.{node_id}"] = key
+        return state
+
+    def load_state_dict(self, state: StateDict) -> None:
+        """Restore :meth:`state_dict` output."""
+        own = {k: v for k, v in state.items() if k.startswith(("client-m2.", "node-key."))}
+        super().load_state_dict({k: v for k, v in state.items() if k not in own})
+        self.client_m2, self.node_keys = {}, {}
+        for key, value in own.items():
+            kind, _, node = key.partition(".")
+            if kind == "client-m2":
+                if not isinstance(value, list) or not all(isinstance(v, int | float) and math.isfinite(v)
+                                                          and v >= 0 for v in value):
+                    raise ValueError(f"state field {key!r} must list finite values >= 0")
+                self.client_m2[int(node)] = np.asarray(value, dtype=np.float64)
+            elif isinstance(value, int) and not isinstance(value, bool):
+                self.node_keys[int(node)] = value
+            else:
+                raise ValueError(f"state field {key!r} must be an integer, got {value!r}")
+
+
+def _positive(name: str, value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return value

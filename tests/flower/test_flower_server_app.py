@@ -9,6 +9,7 @@ from flower_fakes import InProcessGrid
 from flwr.app import Context, RecordDict
 
 from flrd.clients.client_app import app as client_app
+from flrd.config import RunConfig
 from flrd.protocol import CompressionRequest
 from flrd.strategies import server_app
 from flrd.strategies.server_app import parse_report
@@ -17,8 +18,7 @@ RUN_CONFIG = {"num-server-rounds": 1, "local-steps": 2, "central-eval": False}
 
 
 def _run(grid: InProcessGrid, run_config: dict) -> None:
-    server_app.main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
-                                  run_config=dict(run_config)))
+    server_app.run_server(grid, RunConfig.from_run_config(run_config))
 
 
 def test_server_app_saves_and_resumes_its_state(tmp_path, capsys):
@@ -37,7 +37,7 @@ def test_server_app_saves_and_resumes_its_state(tmp_path, capsys):
     for name, values in model.items():
         np.testing.assert_array_equal(sent[name].numpy(), values)
     rounds = [row["round"] for row in parse_report(capsys.readouterr().out)]
-    assert rounds == ["1", "2"]  # the second run continued the round count
+    assert rounds == [1, 2]  # the second run continued the round count
     assert json.loads((tmp_path / "state.json").read_text())["rounds-completed"] == 2
 
 
@@ -48,6 +48,6 @@ def test_run_config_selects_the_baseline(capsys):
     request = CompressionRequest.from_config(grid.sent[0].content["config"])
     assert (request.codec, request.bits) == ("qsgd", 3.0)
     row = parse_report(capsys.readouterr().out)[0]
-    assert row["used"] == row["sent"] == "2"
-    assert 2 * 2.5 * 199_210 < int(row["uplink bits"]) <= 2 * 3 * 199_210  # <= 3 bits/coord
+    assert row["used"] == row["sent"] == 2
+    assert 2 * 2.5 * 199_210 < row["bits"] <= 2 * 3 * 199_210  # <= 3 bits/coord
 

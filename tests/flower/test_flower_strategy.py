@@ -19,6 +19,7 @@ from flrd.clients import compression_mod
 from flrd.policy import RatePolicy
 from flrd.protocol import CompressionRequest
 from flrd.strategies import (
+    RateControl,
     BASELINES,
     CompressedStrategy,
     RateAwareFedAvg,
@@ -66,10 +67,10 @@ def test_report_bits_equal_what_flower_counts_for_the_metrics_records():
 def test_rounds_follow_the_policy_and_report_bounds():
     result = RateAwareFedAvg(**NO_EVAL).start(_grid(), initial_arrays(), num_rounds=3)
     first, third = result.train_metrics_clientapp[1], result.train_metrics_clientapp[3]
-    assert first["flrd.warmup"] == 1.0 and "flrd.r-sum-bits" not in first
-    assert third["flrd.warmup"] == 0.0
-    assert 0 < third["flrd.r-sum-bits"] < third["flrd.r-ind-bits"]
-    assert 0 < third["flrd.lambda"] <= 4.0
+    assert first["flrd.warmup"] == 1 and "flrd.planned-r-sum-bits" not in first
+    assert third["flrd.warmup"] == 0
+    assert 0 < third["flrd.planned-r-sum-bits"] < third["flrd.planned-r-ind-bits"]
+    assert 0 < third["flrd.planned-lambda"] <= 4.0
     assert len(third["flrd.sx2"]) == len(third["flrd.s2"]) == 2
 
 
@@ -148,15 +149,16 @@ def test_dp_accountant_refuses_rate_aware_fedavg_but_accepts_the_wrapped_design(
 def test_inverse_variance_weights_when_clients_get_different_targets():
     strategy = RateAwareFedAvg(policy=RatePolicy([3, 2]))
     strategy.policy.s2 = np.array([1.0, 2.0])
-    strategy.sent_round = SentRound(1, None, {"a": np.zeros(3), "b": np.zeros(2)}, {}, {})
+    sent = SentRound(1, None, {"a": np.zeros(3), "b": np.zeros(2)}, {}, {})
 
     def update(node, examples, targets):
         return ClientUpdate(node, {}, type("R", (), {"num_examples": examples})(), 0,
                             None if targets is None else np.array(targets), None)
 
-    same = strategy.aggregation_weights([update(1, 10, [1, 1]), update(2, 30, [1, 1])])
+    same = strategy.aggregation_weights([update(1, 10, [1, 1]), update(2, 30, [1, 1])], sent)
     np.testing.assert_allclose(same, [[0.25, 0.25], [0.75, 0.75]])
-    differ = strategy.aggregation_weights([update(1, 10, [1.0, 0.0]), update(2, 30, [3.0, 2.0])])
+    differ = strategy.aggregation_weights([update(1, 10, [1.0, 0.0]), update(2, 30, [3.0, 2.0])],
+                                          sent)
     inverse = np.array([[1 / 2, 1 / 2], [1 / 4, 1 / 4]])
     np.testing.assert_allclose(differ, inverse / inverse.sum(axis=0))
 
@@ -194,8 +196,8 @@ def test_state_restore_continues_with_the_same_decisions(tmp_path):
         return sorted(((m.metadata.dst_node_id, r) for m, r in
                        zip(grid.sent[skip:], _requests(grid)[skip:])), key=lambda p: p[0])
     assert decisions(grid_b) == decisions(grid_a, skip=12)
-    assert rest.train_metrics_clientapp[2]["flrd.lambda"] == \
-        straight.train_metrics_clientapp[5]["flrd.lambda"]
+    assert rest.train_metrics_clientapp[2]["flrd.planned-lambda"] == \
+        straight.train_metrics_clientapp[5]["flrd.planned-lambda"]
     for name, values in _arrays(straight.arrays).items():
         np.testing.assert_array_equal(_arrays(rest.arrays)[name], values)
 
@@ -206,7 +208,7 @@ def test_every_baseline_runs_two_rounds(name):
     strategy = build_strategy(name, [200, 10], bits=2.0, fixed_lambda=2.0, audit=True, **NO_EVAL)
     result = strategy.start(grid, initial_arrays(), num_rounds=2)
     metrics = result.train_metrics_clientapp[2]
-    assert metrics["flrd.accepted"] == 3 and metrics["flrd.audit-distortion"] >= 0
+    assert metrics["flrd.accepted"] == 3 and metrics["flrd.measured-distortion-audit"] >= 0
     assert all(np.all(np.isfinite(v)) for v in _arrays(result.arrays).values())
     request = _requests(grid)[-1]
     assert request.codec == BASELINES[name].codec
@@ -214,7 +216,7 @@ def test_every_baseline_runs_two_rounds(name):
     if BASELINES[name].fixed_rate:
         assert request.bits == 2.0
     if name == "fixed-lambda":
-        assert metrics["flrd.lambda"] == 2.0
+        assert metrics["flrd.planned-lambda"] == 2.0
     if name.startswith("signsgd"):  # one bit per coordinate plus the payload header
         bits_per_client = metrics["flrd.uplink-bits"] / 3
         assert 210 <= bits_per_client < 210 + 2 * 8 * 120
@@ -230,11 +232,16 @@ def test_empty_rounds_and_all_failures_keep_the_model():
 
 
 def test_configs_with_several_config_records_are_refused():
-    strategy = RateAwareFedAvg()
-    content = {"arrays": initial_arrays(), "a": ConfigRecord(), "b": ConfigRecord()}
-    msg = Message(RecordDict(content), dst_node_id=1, message_type="train")
+    class TwoConfigs(FedAvg):
+        def configure_train(self, server_round, arrays, config, grid):
+            content = {"arrays": arrays, "a": ConfigRecord(), "b": ConfigRecord()}
+            return [Message(RecordDict(content), dst_node_id=1, message_type="train")]
+
+    class Compressed(RateControl, TwoConfigs):
+        pass
+
     with pytest.raises(ValueError, match="several ConfigRecords"):
-        strategy.attach_requests(1, initial_arrays(), [msg])
+        Compressed().configure_train(1, initial_arrays(), ConfigRecord(), grid=None)
 
 
 def test_fedprox_config_reaches_the_clients_next_to_the_flrd_keys():

@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from flrd.config import RunConfig
 from flrd.simulations.records import read_csv
 from flrd.simulations.settings import Settings
 from flrd.simulations.sweep import run_sweep
@@ -11,8 +12,9 @@ from flrd.simulations.sweep import run_sweep
 
 @pytest.mark.slow
 def test_small_sweep_writes_consistent_records(tmp_path):
-    settings = Settings(out_dir=tmp_path, num_clients=6, clients_per_round=3, rounds=2,
-                        policies=("rate-aware", "float32", "fixed-lambda=2"), local_steps=3)
+    settings = Settings(out_dir=tmp_path, num_clients=6, clients_per_round=3,
+                        policies=("rate-aware", "float32", "fixed-lambda=2"),
+                        run=RunConfig(num_server_rounds=2, local_steps=3, audit=True))
     out = run_sweep(settings, show_progress=False)
     rounds = read_csv(out / "rounds.csv")
     by_policy = {p: [r for r in rounds if r["policy"] == p] for p in ("rate-aware", "float32", "fixed-lambda=2")}
