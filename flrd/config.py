@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["POLICIES", "RunConfig", "config_keys"]
+__all__ = ["POLICIES", "RunConfig", "config_keys", "markdown_table"]
 
 #: Policies selectable by ``policy`` (see ``flrd.strategies.BASELINES``).
 POLICIES = ("rate-aware", "waterfilling", "fixed-lambda", "float32", "m22", "signsgd",
@@ -156,3 +156,20 @@ def _check(item: dataclasses.Field[Any], value: object) -> None:
                          f"got {value!r}")
     if high is not None and value > high:
         raise ValueError(f"run config {key!r} must be <= {high:g}, got {value!r}")
+
+
+def markdown_table() -> str:
+    """The Markdown table of every key, default and meaning (docs/strategy.md embeds it).
+
+    Run ``python -m flrd.config`` to print it.
+    """
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for key, default, doc in config_keys():
+        shown = f'"{default}"' if isinstance(default, str) else str(default).lower() \
+            if isinstance(default, bool) else f"{default:g}"
+        rows.append(f"| `{key}` | `{shown}` | {doc} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
