@@ -94,11 +94,11 @@ class RatePolicy:
         min_lambda_cap: float = 0.1,
         warmup_relative_noise: float = 0.05,
     ) -> None:
-        self.layer_sizes = theory._checks.positive("layer_sizes", layer_sizes).reshape(-1)
-        self.lambda_cap = float(theory._checks.positive("lambda_cap", lambda_cap))
-        self.beta = float(theory._checks.nonnegative("beta", beta))
-        self.initial_distance = float(theory._checks.positive("initial_distance", initial_distance))
-        self.target_accuracy_eps = float(theory._checks.positive("target_accuracy_eps", target_accuracy_eps))
+        self.layer_sizes = theory.checks.positive("layer_sizes", layer_sizes).reshape(-1)
+        self.lambda_cap = float(theory.checks.positive("lambda_cap", lambda_cap))
+        self.beta = float(theory.checks.nonnegative("beta", beta))
+        self.initial_distance = float(theory.checks.positive("initial_distance", initial_distance))
+        self.target_accuracy_eps = float(theory.checks.positive("target_accuracy_eps", target_accuracy_eps))
         if not 0 < smoothing <= 1:
             raise ValueError(f"smoothing must be in (0, 1], got {smoothing!r}")
         if not 0 < backoff <= 1:
@@ -109,8 +109,8 @@ class RatePolicy:
         if not 0 <= min_improvement < 1:
             raise ValueError(f"min_improvement must be in [0, 1), got {min_improvement!r}")
         self.min_improvement = float(min_improvement)
-        self.min_lambda_cap = float(theory._checks.positive("min_lambda_cap", min_lambda_cap))
-        self.warmup_relative_noise = float(theory._checks.positive("warmup_relative_noise", warmup_relative_noise))
+        self.min_lambda_cap = float(theory.checks.positive("min_lambda_cap", min_lambda_cap))
+        self.warmup_relative_noise = float(theory.checks.positive("warmup_relative_noise", warmup_relative_noise))
         self.sx2: NDArray[np.float64] | None = None
         self.s2: NDArray[np.float64] | None = None
         self.cap_scale = 1.0
@@ -259,7 +259,7 @@ class FixedLambdaPolicy(RatePolicy):
 
     def __init__(self, layer_sizes: ArrayLike, *, fixed_lambda: float, **kwargs) -> None:
         super().__init__(layer_sizes, lambda_cap=max(float(fixed_lambda), 1e-2), **kwargs)
-        self.fixed_lambda = float(theory._checks.positive("fixed_lambda", fixed_lambda))
+        self.fixed_lambda = float(theory.checks.positive("fixed_lambda", fixed_lambda))
 
     def choose(self, num_clients: int) -> theory.DistortionChoice:
         active = self.active_layers

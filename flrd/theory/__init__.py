@@ -2,7 +2,8 @@
 
 Rates are in bits per coordinate (sums over workers unless stated), distortions
 per coordinate unless named ``*_tot``. Functions broadcast like numpy ufuncs where
-their arguments allow it; invalid input raises ``ValueError`` naming the bound.
+their arguments allow it; invalid input raises ``ValueError`` naming the bound
+(the checks live in :mod:`flrd.theory.checks`, public for other modules' use).
 
 Examples
 --------
@@ -11,6 +12,7 @@ Examples
 True
 """
 
+from . import checks
 from .convergence import DistortionChoice, choose_distortion, rounds_needed, total_cost
 from .estimation import VarianceEstimate, estimate_variances
 from .layers import error_free_distortion, round_cost, split_distortion
@@ -25,6 +27,7 @@ __all__ = [
     "SignSGDModel",
     "VarianceEstimate",
     "ceo_sum_rate",
+    "checks",
     "choose_distortion",
     "error_free_distortion",
     "estimate_variances",

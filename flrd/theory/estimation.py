@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _checks
+from . import checks
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,13 @@ def estimate_variances(
     >>> round(float(est.s2), 3), round(float(est.sx2), 3)
     (0.9, 2.1)
     """
-    m2_k = _checks.nonnegative("m2_k", m2_k)
+    m2_k = checks.nonnegative("m2_k", m2_k)
     if m2_k.ndim == 0 or m2_k.shape[0] < 2:
         raise ValueError(f"need reports from K >= 2 clients to separate s2 from sx2, got shape {m2_k.shape}")
     K = m2_k.shape[0]
-    a = _checks.nonnegative("gbar_sqnorm", gbar_sqnorm) / _checks.positive("n", n)
-    sq2 = np.broadcast_to(_checks.nonnegative("quant_noise_var", quant_noise_var), m2_k.shape)
-    w = np.full(K, 1.0 / K) if weights is None else _checks.nonnegative("weights", weights)
+    a = checks.nonnegative("gbar_sqnorm", gbar_sqnorm) / checks.positive("n", n)
+    sq2 = np.broadcast_to(checks.nonnegative("quant_noise_var", quant_noise_var), m2_k.shape)
+    w = np.full(K, 1.0 / K) if weights is None else checks.nonnegative("weights", weights)
     if w.shape != (K,) or w.sum() <= 0:
         raise ValueError(f"weights must have shape ({K},) and a positive sum, got {weights!r}")
     w = w / w.sum()
