@@ -14,7 +14,7 @@ True
 
 from . import checks
 from .convergence import DistortionChoice, choose_distortion, rounds_needed, total_cost
-from .estimation import VarianceEstimate, estimate_variances
+from .estimation import VarianceEstimate, estimate_variances, winsorize
 from .layers import error_free_distortion, round_cost, split_distortion
 from .rates import ceo_sum_rate, independent_rate, sum_rate, sum_rate_slope
 from .region import Allocation, in_rate_region, noise_weights, region_vertex, weighted_sum_allocation
@@ -48,4 +48,5 @@ __all__ = [
     "total_cost",
     "waterfill",
     "weighted_sum_allocation",
+    "winsorize",
 ]
