@@ -13,17 +13,19 @@ True
 """
 
 from . import checks
-from .convergence import DistortionChoice, choose_distortion, rounds_needed, total_cost
+from .convergence import DistortionChoice, choose_distortion, interior_optimum_margin, rounds_needed, total_cost
 from .estimation import VarianceEstimate, estimate_variances, winsorize
 from .layers import error_free_distortion, round_cost, split_distortion
 from .rates import ceo_sum_rate, independent_rate, sum_rate, sum_rate_slope
 from .region import Allocation, in_rate_region, noise_weights, region_vertex, weighted_sum_allocation
 from .signsgd import SignSGDModel, signsgd_distortion, signsgd_model
+from .units import LocalStepGains, local_step_gains
 from .waterfill import heterogeneous_independent_rate, heterogeneous_sum_rate, min_distortion, waterfill
 
 __all__ = [
     "Allocation",
     "DistortionChoice",
+    "LocalStepGains",
     "SignSGDModel",
     "VarianceEstimate",
     "ceo_sum_rate",
@@ -34,7 +36,9 @@ __all__ = [
     "heterogeneous_independent_rate",
     "heterogeneous_sum_rate",
     "in_rate_region",
+    "interior_optimum_margin",
     "independent_rate",
+    "local_step_gains",
     "min_distortion",
     "noise_weights",
     "region_vertex",

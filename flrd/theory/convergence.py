@@ -53,6 +53,27 @@ def total_cost(
     return rounds_needed(D_tot, R0, beta, eps, integer=integer) * round_cost(D_tot, n_l, sx2_l, s2_l, K)
 
 
+def interior_optimum_margin(n_l: ArrayLike, sx2_l: ArrayLike, s2_l: ArrayLike, K: float,
+                            *, beta: float, eps: float) -> float:
+    """``sum_l n_l (sx2_l^2 - s2_l^2/K)/(sx2_l + s2_l) - 2 beta eps`` (THEORY.md §12).
+
+    Positive: ``T(D_tot) B(D_tot)`` has an interior minimum over ``lambda``. Not
+    positive: the cost falls towards its limit as ``lambda`` grows, so
+    :func:`choose_distortion` returns its ``lambda_cap``.
+
+    Examples
+    --------
+    >>> interior_optimum_margin([1], [2.0], [1.0], 10, beta=1.0, eps=0.01) > 0
+    True
+    >>> interior_optimum_margin([1], [0.3], [1.0], 10, beta=1.0, eps=0.01) > 0  # sx2 < s2/sqrt(K)
+    False
+    """
+    n_l, sx2_l, s2_l, K = _layer_args(n_l, sx2_l, s2_l, K)
+    beta = float(checks.nonnegative("beta", beta))
+    eps = float(checks.positive("eps", eps))
+    return float(np.sum(n_l * (sx2_l**2 - s2_l**2 / K) / (sx2_l + s2_l)) - 2 * beta * eps)
+
+
 @dataclass(frozen=True)
 class DistortionChoice:
     """A round's distortion target and what it costs (rates in bits)."""
