@@ -22,14 +22,27 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import theory
+from .state_file import StateError, require_float, require_float_list, require_int
+from .theory import checks
 
 _FROZEN_LAYER_NOISE = 1e-30  # a zero update needs no bits; any positive target keeps it ~exact
+
+LAMBDA_CAP_MAX = 1e12
+"""Largest ``lambda_cap`` / ``fixed_lambda`` accepted: quantization noise 1e12 times the
+gradient noise carries no information, and larger values overflow nothing useful."""
+
+LAMBDA_CAP_MIN = 1e-3
+"""Smallest ``lambda_cap``: ``lambda -> 0`` is error-free coding, infinitely many bits."""
+
+WARMUP_RELATIVE_NOISE_MAX = 1e6
+"""Largest noise-to-signal ratio of the warm-up rounds (beyond it the update is pure noise)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,17 @@ class RatePolicy:
         round undoes one back-off.
     min_lambda_cap : the cap never backs off below this.
     warmup_relative_noise : noise-to-signal ratio clients use before any estimate.
+    robust_fraction : fraction of a round's clients, from each end, whose reports
+        (``m2_k``, quantization noise) may be arbitrary; they are winsorized per layer
+        before the estimate (:func:`flrd.theory.winsorize`, THEORY.md §8). The default
+        0.2 tolerates 2 hostile clients of 10; 0 restores the plain mean.
+
+    Bounds (``ValueError`` naming the bound otherwise): ``layer_sizes`` positive
+    integers; ``lambda_cap`` in ``(LAMBDA_CAP_MIN, LAMBDA_CAP_MAX]``; ``beta >= 0``,
+    ``initial_distance > 0``, ``target_accuracy_eps > 0``, all finite; ``smoothing`` and
+    ``backoff`` in ``(0, 1]``; ``patience`` an integer ``>= 1``; ``min_improvement`` in
+    ``[0, 1)``; ``min_lambda_cap`` in ``(0, LAMBDA_CAP_MAX]``; ``warmup_relative_noise``
+    in ``(0, WARMUP_RELATIVE_NOISE_MAX]``; ``robust_fraction`` in ``[0, 0.5)``.
 
     Layers whose update is exactly zero (``sx2_l = s2_l = 0``: frozen) get no share of
     the distortion and a negligible noise target, so they cost almost nothing.
@@ -93,24 +117,26 @@ class RatePolicy:
         min_improvement: float = 1e-3,
         min_lambda_cap: float = 0.1,
         warmup_relative_noise: float = 0.05,
+        robust_fraction: float = 0.2,
     ) -> None:
-        self.layer_sizes = theory._checks.positive("layer_sizes", layer_sizes).reshape(-1)
-        self.lambda_cap = float(theory._checks.positive("lambda_cap", lambda_cap))
-        self.beta = float(theory._checks.nonnegative("beta", beta))
-        self.initial_distance = float(theory._checks.positive("initial_distance", initial_distance))
-        self.target_accuracy_eps = float(theory._checks.positive("target_accuracy_eps", target_accuracy_eps))
-        if not 0 < smoothing <= 1:
-            raise ValueError(f"smoothing must be in (0, 1], got {smoothing!r}")
-        if not 0 < backoff <= 1:
-            raise ValueError(f"backoff must be in (0, 1], got {backoff!r}")
-        if patience < 1:
-            raise ValueError(f"patience must be >= 1, got {patience!r}")
-        self.smoothing, self.backoff, self.patience = float(smoothing), float(backoff), int(patience)
-        if not 0 <= min_improvement < 1:
-            raise ValueError(f"min_improvement must be in [0, 1), got {min_improvement!r}")
-        self.min_improvement = float(min_improvement)
-        self.min_lambda_cap = float(theory._checks.positive("min_lambda_cap", min_lambda_cap))
-        self.warmup_relative_noise = float(theory._checks.positive("warmup_relative_noise", warmup_relative_noise))
+        sizes = checks.positive("layer_sizes", layer_sizes).reshape(-1)
+        if sizes.size == 0 or np.any(sizes != np.round(sizes)):
+            raise ValueError(f"layer_sizes must be a non-empty list of positive integers, got {layer_sizes!r}")
+        self.layer_sizes = sizes
+        self.lambda_cap = float(checks.in_range("lambda_cap", lambda_cap, LAMBDA_CAP_MIN, LAMBDA_CAP_MAX,
+                                                low_open=True))
+        self.beta = float(checks.nonnegative("beta", beta))
+        self.initial_distance = float(checks.positive("initial_distance", initial_distance))
+        self.target_accuracy_eps = float(checks.positive("target_accuracy_eps", target_accuracy_eps))
+        self.smoothing = float(checks.in_range("smoothing", smoothing, 0.0, 1.0, low_open=True))
+        self.backoff = float(checks.in_range("backoff", backoff, 0.0, 1.0, low_open=True))
+        self.patience = checks.integer("patience", patience, minimum=1)
+        self.min_improvement = float(checks.in_range("min_improvement", min_improvement, 0.0, 1.0, high_open=True))
+        self.min_lambda_cap = float(checks.in_range("min_lambda_cap", min_lambda_cap, 0.0, LAMBDA_CAP_MAX,
+                                                    low_open=True))
+        self.warmup_relative_noise = float(checks.in_range(
+            "warmup_relative_noise", warmup_relative_noise, 0.0, WARMUP_RELATIVE_NOISE_MAX, low_open=True))
+        self.robust_fraction = float(checks.in_range("robust_fraction", robust_fraction, 0.0, 0.5, high_open=True))
         self.sx2: NDArray[np.float64] | None = None
         self.s2: NDArray[np.float64] | None = None
         self.cap_scale = 1.0
@@ -127,12 +153,28 @@ class RatePolicy:
         quant_noise_var_k: ArrayLike,
         weights: ArrayLike | None = None,
         loss: float | None = None,
+        loss_k: ArrayLike | None = None,
     ) -> None:
         """Fold one round's reports into the smoothed estimates and the loss tracker.
 
-        Shapes: ``m2_k`` and ``quant_noise_var_k`` ``(K, L)``, ``aggregate_sqnorm`` ``(L,)``.
+        Shapes: ``m2_k`` and ``quant_noise_var_k`` ``(K, L)``, ``aggregate_sqnorm`` ``(L,)``,
+        ``weights`` ``(K,)``. Pass the clients' own training losses as ``loss_k``: the
+        round's loss is then their median (NaN entries dropped), which one absurd value
+        cannot move; ``loss``, one already-aggregated value, is trusted as given. Raises
+        ``ValueError`` (and changes nothing) if the shapes do not match the layers or
+        more than ``robust_fraction`` of the reports of a layer are invalid.
         """
-        estimate = theory.estimate_variances(m2_k, aggregate_sqnorm, self.layer_sizes, quant_noise_var_k, weights)
+        L = self.layer_sizes.size
+        m2_k = np.asarray(m2_k, dtype=np.float64)
+        if m2_k.ndim != 2 or m2_k.shape[1] != L:
+            raise ValueError(f"m2_k must have shape (K, {L}), got {m2_k.shape}")
+        if np.shape(aggregate_sqnorm) != (L,):
+            raise ValueError(f"aggregate_sqnorm must have shape ({L},), got {np.shape(aggregate_sqnorm)}")
+        if loss is not None and loss_k is not None:
+            raise ValueError("pass either loss (one aggregated value) or loss_k (per client), not both")
+        round_loss = self._round_loss(loss, loss_k)
+        estimate = theory.estimate_variances(m2_k, aggregate_sqnorm, self.layer_sizes, quant_noise_var_k, weights,
+                                             robust_fraction=self.robust_fraction)
         if self.sx2 is None or self.s2 is None:
             self.sx2, self.s2 = estimate.sx2, estimate.s2
         else:
@@ -140,16 +182,31 @@ class RatePolicy:
             self.sx2 = (1 - a) * self.sx2 + a * estimate.sx2
             self.s2 = (1 - a) * self.s2 + a * estimate.s2
         self.rounds_observed += 1
+        if round_loss is not None:
+            self._track_loss(round_loss)
+
+    @staticmethod
+    def _round_loss(loss: float | None, loss_k: ArrayLike | None) -> float | None:
         if loss is not None:
-            self._track_loss(float(loss))
+            loss = float(loss)
+            if not np.isfinite(loss):
+                raise ValueError(f"loss must be finite, got {loss!r}")
+            return loss
+        if loss_k is None:
+            return None
+        values = np.asarray(loss_k, dtype=np.float64).reshape(-1)
+        values = values[~np.isnan(values)]
+        # The median: a minority of absurd (even infinite) losses cannot move it.
+        return float(np.median(values)) if values.size else None
 
     def _track_loss(self, loss: float) -> None:
-        if not np.isfinite(loss):
-            raise ValueError(f"loss must be finite, got {loss!r}")
-        # Clients differ every round: compare a smoothed loss, not single samples.
+        # Clients differ every round: compare a smoothed loss, not single samples. A
+        # non-finite median (most clients diverged) counts as a stalled round and is
+        # kept out of the average, which it would poison for good.
         a = self.smoothing
-        self.smoothed_loss = loss if np.isnan(self.smoothed_loss) else (1 - a) * self.smoothed_loss + a * loss
-        if self.smoothed_loss < self.best_loss * (1 - self.min_improvement):
+        if np.isfinite(loss):
+            self.smoothed_loss = loss if np.isnan(self.smoothed_loss) else (1 - a) * self.smoothed_loss + a * loss
+        if np.isfinite(loss) and self.smoothed_loss < self.best_loss * (1 - self.min_improvement):
             self.best_loss, self.stalled_rounds = self.smoothed_loss, 0
             self.cap_scale = min(1.0, self.cap_scale / self.backoff)
             return
@@ -234,18 +291,36 @@ class RatePolicy:
             "rounds_observed": float(self.rounds_observed),
         }
 
-    def load_state_dict(self, state: dict[str, float | list[float]]) -> None:
-        """Restore :meth:`state_dict` output (validated against ``layer_sizes``)."""
-        sx2, s2 = np.asarray(state["sx2"], dtype=np.float64), np.asarray(state["s2"], dtype=np.float64)
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        """Restore :meth:`state_dict` output, all or nothing.
+
+        Every field is checked against the schema and against this policy
+        (``layer_sizes``, ``patience``) before anything changes; a missing, unknown,
+        mistyped or out-of-range field raises :class:`flrd.state_file.StateError` (a
+        ``ValueError``) whose ``field`` names it.
+        """
+        if not isinstance(state, Mapping):
+            raise StateError("(state)", f"must be a mapping, got {type(state).__name__}")
+        unknown = sorted(set(state) - _STATE_FIELDS)
+        if unknown:
+            raise StateError(unknown[0], "unknown field")
         L = self.layer_sizes.size
-        if sx2.size not in (0, L) or s2.size != sx2.size:
-            raise ValueError(f"state has {sx2.size} layers, policy has {L}")
+        sx2 = require_float_list(state, "sx2", lengths=(0, L), low=0.0)
+        s2 = require_float_list(state, "s2", lengths=(sx2.size,), low=0.0)
+        cap_scale = require_float(state, "cap_scale", low=0.0, high=1.0, low_open=True)
+        best_loss = require_float(state, "best_loss", allow_inf=True)
+        smoothed_loss = require_float(state, "smoothed_loss", allow_nan=True)
+        stalled_rounds = require_int(state, "stalled_rounds", minimum=0, maximum=self.patience - 1)
+        rounds_observed = require_int(state, "rounds_observed", minimum=0)
+        if (rounds_observed == 0) != (sx2.size == 0):
+            raise StateError("rounds_observed", f"{rounds_observed} rounds observed but {sx2.size} layer estimates")
         self.sx2, self.s2 = (None, None) if sx2.size == 0 else (sx2, s2)
-        self.cap_scale = float(state["cap_scale"])
-        self.best_loss = float(state["best_loss"])
-        self.smoothed_loss = float(state.get("smoothed_loss", np.nan))
-        self.stalled_rounds = int(state["stalled_rounds"])
-        self.rounds_observed = int(state["rounds_observed"])
+        self.cap_scale, self.best_loss, self.smoothed_loss = cap_scale, best_loss, smoothed_loss
+        self.stalled_rounds, self.rounds_observed = stalled_rounds, rounds_observed
+
+
+_STATE_FIELDS = frozenset({"sx2", "s2", "cap_scale", "best_loss", "smoothed_loss", "stalled_rounds",
+                           "rounds_observed"})
 
 
 class FixedLambdaPolicy(RatePolicy):
@@ -258,8 +333,8 @@ class FixedLambdaPolicy(RatePolicy):
     """
 
     def __init__(self, layer_sizes: ArrayLike, *, fixed_lambda: float, **kwargs) -> None:
-        super().__init__(layer_sizes, lambda_cap=max(float(fixed_lambda), 1e-2), **kwargs)
-        self.fixed_lambda = float(theory._checks.positive("fixed_lambda", fixed_lambda))
+        self.fixed_lambda = float(checks.in_range("fixed_lambda", fixed_lambda, 0.0, LAMBDA_CAP_MAX, low_open=True))
+        super().__init__(layer_sizes, lambda_cap=max(self.fixed_lambda, 1e-2), **kwargs)
 
     def choose(self, num_clients: int) -> theory.DistortionChoice:
         active = self.active_layers

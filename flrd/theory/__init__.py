@@ -2,7 +2,8 @@
 
 Rates are in bits per coordinate (sums over workers unless stated), distortions
 per coordinate unless named ``*_tot``. Functions broadcast like numpy ufuncs where
-their arguments allow it; invalid input raises ``ValueError`` naming the bound.
+their arguments allow it; invalid input raises ``ValueError`` naming the bound
+(the checks live in :mod:`flrd.theory.checks`, public for other modules' use).
 
 Examples
 --------
@@ -11,27 +12,33 @@ Examples
 True
 """
 
-from .convergence import DistortionChoice, choose_distortion, rounds_needed, total_cost
-from .estimation import VarianceEstimate, estimate_variances
+from . import checks
+from .convergence import DistortionChoice, choose_distortion, interior_optimum_margin, rounds_needed, total_cost
+from .estimation import VarianceEstimate, estimate_variances, winsorize
 from .layers import error_free_distortion, round_cost, split_distortion
 from .rates import ceo_sum_rate, independent_rate, sum_rate, sum_rate_slope
 from .region import Allocation, in_rate_region, noise_weights, region_vertex, weighted_sum_allocation
 from .signsgd import SignSGDModel, signsgd_distortion, signsgd_model
+from .units import LocalStepGains, local_step_gains
 from .waterfill import heterogeneous_independent_rate, heterogeneous_sum_rate, min_distortion, waterfill
 
 __all__ = [
     "Allocation",
     "DistortionChoice",
+    "LocalStepGains",
     "SignSGDModel",
     "VarianceEstimate",
     "ceo_sum_rate",
+    "checks",
     "choose_distortion",
     "error_free_distortion",
     "estimate_variances",
     "heterogeneous_independent_rate",
     "heterogeneous_sum_rate",
     "in_rate_region",
+    "interior_optimum_margin",
     "independent_rate",
+    "local_step_gains",
     "min_distortion",
     "noise_weights",
     "region_vertex",
@@ -45,4 +52,5 @@ __all__ = [
     "total_cost",
     "waterfill",
     "weighted_sum_allocation",
+    "winsorize",
 ]

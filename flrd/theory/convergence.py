@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _checks
+from . import checks
 from .layers import _layer_args, error_free_distortion, round_cost, split_distortion
 
 _LAMBDA_FLOOR = 1e-3  # lambda -> 0 costs infinitely many bits per round
@@ -30,10 +30,10 @@ def rounds_needed(
     >>> int(rounds_needed(0.3, R0=1.0, beta=1.0, eps=0.01))
     6199
     """
-    D_tot = _checks.nonnegative("D_tot", D_tot)
-    R0 = _checks.positive("R0", R0)
-    beta = _checks.nonnegative("beta", beta)
-    eps = _checks.positive("eps", eps)
+    D_tot = checks.nonnegative("D_tot", D_tot)
+    R0 = checks.positive("R0", R0)
+    beta = checks.nonnegative("beta", beta)
+    eps = checks.positive("eps", eps)
     rounds = R0**2 * (np.sqrt(2 * D_tot) + np.sqrt(2 * D_tot + 4 * beta * eps)) ** 2 / (4 * eps**2)
     # Guard the ceiling against float noise just above an integer.
     return np.ceil(rounds * (1 - 1e-12)) if integer else rounds
@@ -51,6 +51,27 @@ def total_cost(
     27239
     """
     return rounds_needed(D_tot, R0, beta, eps, integer=integer) * round_cost(D_tot, n_l, sx2_l, s2_l, K)
+
+
+def interior_optimum_margin(n_l: ArrayLike, sx2_l: ArrayLike, s2_l: ArrayLike, K: float,
+                            *, beta: float, eps: float) -> float:
+    """``sum_l n_l (sx2_l^2 - s2_l^2/K)/(sx2_l + s2_l) - 2 beta eps`` (THEORY.md §12).
+
+    Positive: ``T(D_tot) B(D_tot)`` has an interior minimum over ``lambda``. Not
+    positive: the cost falls towards its limit as ``lambda`` grows, so
+    :func:`choose_distortion` returns its ``lambda_cap``.
+
+    Examples
+    --------
+    >>> interior_optimum_margin([1], [2.0], [1.0], 10, beta=1.0, eps=0.01) > 0
+    True
+    >>> interior_optimum_margin([1], [0.3], [1.0], 10, beta=1.0, eps=0.01) > 0  # sx2 < s2/sqrt(K)
+    False
+    """
+    n_l, sx2_l, s2_l, K = _layer_args(n_l, sx2_l, s2_l, K)
+    beta = float(checks.nonnegative("beta", beta))
+    eps = float(checks.positive("eps", eps))
+    return float(np.sum(n_l * (sx2_l**2 - s2_l**2 / K) / (sx2_l + s2_l)) - 2 * beta * eps)
 
 
 @dataclass(frozen=True)
@@ -83,7 +104,7 @@ def choose_distortion(
     True
     """
     n_l, sx2_l, s2_l, K = _layer_args(n_l, sx2_l, s2_l, K)
-    lambda_cap = float(_checks.positive("lambda_cap", lambda_cap))
+    lambda_cap = float(checks.positive("lambda_cap", lambda_cap))
     if lambda_cap <= _LAMBDA_FLOOR:
         raise ValueError(f"lambda_cap must be > {_LAMBDA_FLOOR}, got {lambda_cap!r}")
     floor = error_free_distortion(n_l, s2_l, K)

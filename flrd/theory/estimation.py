@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _checks
+from . import checks
 
 
 @dataclass(frozen=True)
@@ -18,12 +18,40 @@ class VarianceEstimate:
     s2: NDArray[np.float64]
 
 
+def winsorize(values: ArrayLike, fraction: float) -> NDArray[np.float64]:
+    """Clip each column of ``values`` (clients along axis 0) to its order statistics.
+
+    With ``K`` rows and ``k = floor(fraction K)``, every entry is clipped into
+    ``[x_(k+1), x_(K-k)]`` (the (k+1)-th smallest and largest of its column), so up to
+    ``k`` arbitrary entries per column, NaN and infinities included (NaN counts as the
+    largest), move the column's mean by at most the spread of the others. Symmetric
+    clipping leaves the mean of a symmetric distribution unchanged. Hand-written rather
+    than ``scipy.stats.mstats.winsorize``, which works on masked arrays and does not
+    order NaN as an extreme value.
+
+    Examples
+    --------
+    >>> winsorize([1.0, 2.0, 3.0, 4.0, 1e6], 0.2).tolist()
+    [2.0, 2.0, 3.0, 4.0, 4.0]
+    """
+    x = np.asarray(values, dtype=np.float64)
+    fraction = float(checks.in_range("fraction", fraction, 0.0, 0.5, high_open=True))
+    k = int(np.floor(fraction * x.shape[0])) if x.ndim else 0
+    if k == 0:
+        return x.copy()
+    x = np.where(np.isnan(x), np.inf, x)  # a NaN report is as suspect as the largest one
+    ordered = np.sort(x, axis=0)
+    return np.clip(x, ordered[k], ordered[x.shape[0] - 1 - k])
+
+
 def estimate_variances(
     m2_k: ArrayLike,
     gbar_sqnorm: ArrayLike,
     n: ArrayLike,
     quant_noise_var: ArrayLike = 0.0,
     weights: ArrayLike | None = None,
+    *,
+    robust_fraction: float = 0.0,
 ) -> VarianceEstimate:
     """Method-of-moments estimates of ``sx2_l`` and ``s2_l`` per layer.
 
@@ -42,6 +70,14 @@ def estimate_variances(
     quant_noise_var : per-coordinate quantization-noise variance ``sq2``: scalar,
         per layer ``(L,)`` or per client and layer ``(K, L)``.
     weights : aggregation weights ``(K,)``; normalized to sum 1.
+    robust_fraction : fraction ``f`` of clients, from each end, whose reports may be
+        arbitrary (THEORY.md §8, "Robust aggregation"): ``m2_k`` and
+        ``quant_noise_var`` are :func:`winsorize`-d per layer before the weighted mean,
+        so ``floor(f K)`` hostile clients (NaN, infinite, negative or huge values)
+        move ``mbar`` by at most the honest clients' spread. For honest i.i.d. clients
+        ``m2_k`` is symmetric to ``O(1/sqrt(n_l))``, so the clipped mean stays
+        consistent (exact as ``n_l`` grows); with non-IID clients it shrinks the
+        extreme honest reports towards the others.
 
     Examples
     --------
@@ -49,13 +85,15 @@ def estimate_variances(
     >>> round(float(est.s2), 3), round(float(est.sx2), 3)
     (0.9, 2.1)
     """
-    m2_k = _checks.nonnegative("m2_k", m2_k)
+    m2_k = np.asarray(m2_k, dtype=np.float64)
     if m2_k.ndim == 0 or m2_k.shape[0] < 2:
         raise ValueError(f"need reports from K >= 2 clients to separate s2 from sx2, got shape {m2_k.shape}")
     K = m2_k.shape[0]
-    a = _checks.nonnegative("gbar_sqnorm", gbar_sqnorm) / _checks.positive("n", n)
-    sq2 = np.broadcast_to(_checks.nonnegative("quant_noise_var", quant_noise_var), m2_k.shape)
-    w = np.full(K, 1.0 / K) if weights is None else _checks.nonnegative("weights", weights)
+    a = checks.nonnegative("gbar_sqnorm", gbar_sqnorm) / checks.positive("n", n)
+    sq2 = np.broadcast_to(np.asarray(quant_noise_var, dtype=np.float64), m2_k.shape)
+    m2_k = checks.nonnegative("m2_k", winsorize(m2_k, robust_fraction))
+    sq2 = checks.nonnegative("quant_noise_var", winsorize(sq2, robust_fraction))
+    w = np.full(K, 1.0 / K) if weights is None else checks.nonnegative("weights", weights)
     if w.shape != (K,) or w.sum() <= 0:
         raise ValueError(f"weights must have shape ({K},) and a positive sum, got {weights!r}")
     w = w / w.sum()

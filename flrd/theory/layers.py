@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _checks
+from . import checks
 from .rates import sum_rate
 
 _BISECTION_STEPS = 64  # halves a log-space bracket of width ~140 to ~1e-17
 
 
 def _layer_args(n_l: ArrayLike, sx2_l: ArrayLike, s2_l: ArrayLike, K: ArrayLike):
-    n_l = _checks.positive("n_l", n_l)
-    sx2_l = _checks.nonnegative("sx2_l", sx2_l)
-    s2_l = _checks.nonnegative("s2_l", s2_l)
-    K = float(_checks.workers(K))
+    n_l = checks.positive("n_l", n_l)
+    sx2_l = checks.nonnegative("sx2_l", sx2_l)
+    s2_l = checks.nonnegative("s2_l", s2_l)
+    K = float(checks.workers(K))
     n_l, sx2_l, s2_l = np.broadcast_arrays(np.atleast_1d(n_l), np.atleast_1d(sx2_l), np.atleast_1d(s2_l))
     if np.any(sx2_l + s2_l <= 0):
         raise ValueError("every layer needs sx2_l + s2_l > 0 (a layer with no signal and no noise has no rate)")
@@ -24,7 +24,7 @@ def _layer_args(n_l: ArrayLike, sx2_l: ArrayLike, s2_l: ArrayLike, K: ArrayLike)
 
 def error_free_distortion(n_l: ArrayLike, s2_l: ArrayLike, K: ArrayLike) -> float:
     """Total distortion of error-free averaging, ``sum_l n_l s2_l / K``: the floor of ``D_tot``."""
-    return float(np.sum(_checks.positive("n_l", n_l) * _checks.nonnegative("s2_l", s2_l)) / float(_checks.workers(K)))
+    return float(np.sum(checks.positive("n_l", n_l) * checks.nonnegative("s2_l", s2_l)) / float(checks.workers(K)))
 
 
 def _steepness(excess, sx2_l, s2_l, K):
@@ -86,7 +86,7 @@ def split_distortion(D_tot: float, n_l: ArrayLike, sx2_l: ArrayLike, s2_l: Array
     array([0.15, 0.15])
     """
     n_l, sx2_l, s2_l, K = _layer_args(n_l, sx2_l, s2_l, K)
-    D_tot = float(_checks.positive("D_tot", D_tot))
+    D_tot = float(checks.positive("D_tot", D_tot))
     floor = error_free_distortion(n_l, s2_l, K)
     if D_tot <= floor:
         raise ValueError(f"D_tot must be > sum_l n_l s2_l / K = {floor!r} (error-free), got {D_tot!r}")
@@ -104,7 +104,7 @@ def round_cost(D_tot: ArrayLike, n_l: ArrayLike, sx2_l: ArrayLike, s2_l: ArrayLi
     187.8822
     """
     n_l, sx2_l, s2_l, K = _layer_args(n_l, sx2_l, s2_l, K)
-    D_tot = _checks.positive("D_tot", D_tot)
+    D_tot = checks.positive("D_tot", D_tot)
     floor = error_free_distortion(n_l, s2_l, K)
     if np.any(D_tot <= floor):
         raise ValueError(f"D_tot must be > sum_l n_l s2_l / K = {floor!r} (error-free), got {D_tot!r}")

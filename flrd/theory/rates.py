@@ -9,15 +9,15 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _checks
+from . import checks
 
 
 def _homogeneous_args(D: ArrayLike, sx2: ArrayLike, s2: ArrayLike, K: ArrayLike):
-    K = _checks.workers(K)
-    sx2 = _checks.nonnegative("sx2", sx2)
-    s2 = _checks.nonnegative("s2", s2)
-    D = _checks.positive("D", D)
-    _checks.above_floor(D, s2 / K, "s2/K")
+    K = checks.workers(K)
+    sx2 = checks.nonnegative("sx2", sx2)
+    s2 = checks.nonnegative("s2", s2)
+    D = checks.positive("D", D)
+    checks.above_floor(D, s2 / K, "s2/K")
     return D, sx2, s2, K
 
 
@@ -80,11 +80,11 @@ def ceo_sum_rate(D: ArrayLike, sx2: ArrayLike, s2: ArrayLike, K: ArrayLike) -> N
     >>> float(ceo_sum_rate(3.0, sx2=2.0, s2=1.0, K=10))
     0.0
     """
-    K = _checks.workers(K)
-    sx2 = _checks.positive("sx2", sx2)
-    s2 = _checks.nonnegative("s2", s2)
-    D = _checks.positive("D", D)
-    _checks.above_floor(D, sx2 * s2 / (K * sx2 + s2), "sx2 s2/(K sx2 + s2)")
+    K = checks.workers(K)
+    sx2 = checks.positive("sx2", sx2)
+    s2 = checks.nonnegative("s2", s2)
+    D = checks.positive("D", D)
+    checks.above_floor(D, sx2 * s2 / (K * sx2 + s2), "sx2 s2/(K sx2 + s2)")
     Dc = np.minimum(D, sx2)
     rate = 0.5 * np.log2(sx2 / Dc) - 0.5 * K * np.log2(1.0 - s2 * (sx2 - Dc) / (K * Dc * sx2))
     return np.where(D >= sx2, 0.0, rate)

@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import optimize
 
-from . import _checks
+from . import checks
 from .waterfill import min_distortion
 
 MAX_WORKERS_FOR_SUBSETS = 20  # membership checks enumerate all 2^K - 1 subsets
@@ -16,8 +16,8 @@ MAX_WORKERS_FOR_SUBSETS = 20  # membership checks enumerate all 2^K - 1 subsets
 
 def noise_weights(r_k: ArrayLike, s2_k: ArrayLike) -> NDArray[np.float64]:
     """``u_k(r_k) = (1 - 2^(-2 r_k)) / s2_k``: the precision each worker contributes."""
-    r_k = _checks.nonnegative("r_k", r_k)
-    s2_k = _checks.positive("s2_k", s2_k)
+    r_k = checks.nonnegative("r_k", r_k)
+    s2_k = checks.positive("s2_k", s2_k)
     return -np.expm1(-2.0 * np.log(2.0) * r_k) / s2_k
 
 
@@ -34,8 +34,8 @@ def region_vertex(r_k: ArrayLike, sx2: float, s2_k: ArrayLike, order: ArrayLike 
     >>> region_vertex([0.5, 0.5], sx2=1.0, s2_k=[1.0, 1.0]).round(4)
     array([0.7075, 0.7925])
     """
-    r_k = _checks.nonnegative("r_k", r_k)
-    sx2 = float(_checks.positive("sx2", sx2))
+    r_k = checks.nonnegative("r_k", r_k)
+    sx2 = float(checks.positive("sx2", sx2))
     u = noise_weights(r_k, s2_k)
     order = np.arange(r_k.size) if order is None else np.asarray(order)
     if sorted(order.tolist()) != list(range(r_k.size)):
@@ -52,11 +52,11 @@ def in_rate_region(R_k: ArrayLike, r_k: ArrayLike, D: float, sx2: float, s2_k: A
 
     Raises ``ValueError`` if ``r_k`` is not in ``F(D)`` (to ``rtol``) or ``K > 20``.
     """
-    R_k = _checks.nonnegative("R_k", R_k)
+    R_k = checks.nonnegative("R_k", R_k)
     u = noise_weights(r_k, s2_k)
     r_k = np.asarray(r_k, dtype=np.float64)
-    sx2 = float(_checks.positive("sx2", sx2))
-    D = float(_checks.positive("D", D))
+    sx2 = float(checks.positive("sx2", sx2))
+    D = float(checks.positive("D", D))
     if R_k.size > MAX_WORKERS_FOR_SUBSETS:
         raise ValueError(f"K must be <= {MAX_WORKERS_FOR_SUBSETS} for subset checks, got {R_k.size}")
     if not np.isclose(np.sum(u), 1.0 / D, rtol=rtol, atol=0.0):
@@ -89,11 +89,11 @@ def weighted_sum_allocation(weights: ArrayLike, D: float, sx2: float, s2_k: Arra
     >>> round(alloc.weighted_sum, 4)  # equal weights: the sum rate
     2.1962
     """
-    a = _checks.nonnegative("weights", weights)
-    s2_k = _checks.positive("s2_k", s2_k)
-    sx2 = float(_checks.positive("sx2", sx2))
-    D = float(_checks.positive("D", D))
-    _checks.above_floor(np.asarray(D), min_distortion(s2_k), "1/sum(1/s2_k)")
+    a = checks.nonnegative("weights", weights)
+    s2_k = checks.positive("s2_k", s2_k)
+    sx2 = float(checks.positive("sx2", sx2))
+    D = float(checks.positive("D", D))
+    checks.above_floor(np.asarray(D), min_distortion(s2_k), "1/sum(1/s2_k)")
     order = np.argsort(-a, kind="stable")
 
     def objective(u: NDArray[np.float64]) -> float:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _checks
+from . import checks
 from .rates import independent_rate, sum_rate
 
 
@@ -34,9 +34,9 @@ def signsgd_distortion(sx2: ArrayLike, s2: ArrayLike, K: ArrayLike) -> NDArray[n
     >>> round(float(signsgd_distortion(1.0, 1.0, 4)), 4)
     0.4317
     """
-    sx2 = _checks.nonnegative("sx2", sx2)
-    s2 = _checks.nonnegative("s2", s2)
-    K = _checks.workers(K)
+    sx2 = checks.nonnegative("sx2", sx2)
+    s2 = checks.nonnegative("s2", s2)
+    K = checks.workers(K)
     return (s2 + (1.0 - 2.0 / np.pi) * (sx2 + s2)) / K
 
 

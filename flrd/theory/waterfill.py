@@ -13,7 +13,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from scipy import optimize
 
-from . import _checks
+from . import checks
 
 
 def min_distortion(s2_k: ArrayLike) -> NDArray[np.float64]:
@@ -26,12 +26,12 @@ def min_distortion(s2_k: ArrayLike) -> NDArray[np.float64]:
     >>> float(min_distortion([1.0, 1.0, 2.0]))
     0.4
     """
-    s2_k = _checks.positive("s2_k", s2_k)
+    s2_k = checks.positive("s2_k", s2_k)
     return 1.0 / np.sum(1.0 / s2_k, axis=-1)
 
 
 def _vector(name: str, value: ArrayLike) -> NDArray[np.float64]:
-    arr = _checks.positive(name, value)
+    arr = checks.positive(name, value)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D array, got shape {arr.shape}")
     return arr
@@ -58,8 +58,8 @@ def waterfill(D: float, s2_k: ArrayLike, costs: ArrayLike | None = None) -> NDAr
     c_k = np.ones_like(s2_k) if costs is None else _vector("costs", costs)
     if c_k.shape != s2_k.shape:
         raise ValueError(f"costs must have shape {s2_k.shape}, got {c_k.shape}")
-    D = float(_checks.positive("D", D))
-    _checks.above_floor(np.asarray(D), min_distortion(s2_k), "1/sum(1/s2_k)")
+    D = float(checks.positive("D", D))
+    checks.above_floor(np.asarray(D), min_distortion(s2_k), "1/sum(1/s2_k)")
     level = c_k * s2_k
     order = np.argsort(level)
     inv_s2 = np.cumsum(1.0 / s2_k[order])
@@ -81,7 +81,7 @@ def heterogeneous_sum_rate(D: float, sx2: float, s2_k: ArrayLike) -> float:
     >>> round(heterogeneous_sum_rate(0.2, 2.0, [1.0] * 10), 6)  # equals Corollary 2
     6.729716
     """
-    sx2 = float(_checks.nonnegative("sx2", sx2))
+    sx2 = float(checks.nonnegative("sx2", sx2))
     return float(np.sum(waterfill(D, s2_k)) + 0.5 * np.log2(1.0 + sx2 / D))
 
 
@@ -142,9 +142,9 @@ def heterogeneous_independent_rate(D: float, sx2: float, s2_k: ArrayLike) -> flo
     6.60964
     """
     s2_k = np.sort(_vector("s2_k", s2_k))
-    sx2 = float(_checks.positive("sx2", sx2))
-    D = float(_checks.positive("D", D))
-    _checks.above_floor(np.asarray(D), min_distortion(s2_k), "1/sum(1/s2_k)")
+    sx2 = float(checks.positive("sx2", sx2))
+    D = float(checks.positive("D", D))
+    checks.above_floor(np.asarray(D), min_distortion(s2_k), "1/sum(1/s2_k)")
     total = 1.0 / D
     best = np.inf
     for m in range(1, s2_k.size + 1):
