@@ -45,6 +45,7 @@ from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedPro
 
 from flrd.policy import RatePolicy, RoundPlan
 from flrd.protocol import AUDIT_RECORD, METRICS_RECORD, CompressionRequest
+from flrd.state_file import require_int
 
 from .aggregation import Arrays, apply_update, example_weights, inverse_variance_weights, to_record
 from .decoding import (
@@ -283,14 +284,12 @@ class RateControl:
     def load_state_dict(self, state: StateDict) -> None:
         """Continue from :meth:`state_dict` output (e.g. after a server restart).
 
+        Raises ``flrd.state_file.StateError`` naming the field when a value is invalid.
+
         The side information of the last round is not part of the state: the first
         round after a restart decodes without a previous update.
         """
-        rounds = state.get("rounds-completed")
-        if isinstance(rounds, bool) or not isinstance(rounds, int | float) or rounds < 0 \
-                or rounds != int(rounds):
-            raise ValueError(f"state field 'rounds-completed' must be an integer >= 0, got {rounds!r}")
-        self.rounds_completed = int(rounds)
+        self.rounds_completed = require_int(state, "rounds-completed", minimum=0)
         policy_state = {k[len(_POLICY_PREFIX):]: v for k, v in state.items()
                         if k.startswith(_POLICY_PREFIX)}
         if self.policy is not None and policy_state:
@@ -421,7 +420,7 @@ class RateControl:
                 m2_k=np.array([u.report.m2 for u in updates]),
                 aggregate_sqnorm=np.array([np.sum(np.square(v)) for v in mean.values()]),
                 quant_noise_var_k=qnoise, weights=weights,
-                loss=_mean_metric([replies[id(u)] for u in updates], self.loss_key, weights))
+                loss_k=_client_losses([replies[id(u)] for u in updates], self.loss_key))
         except ValueError as err:  # e.g. all weight on one client: nothing to learn
             log(WARNING, "flrd: policy did not observe this round: %s", err)
 
@@ -517,13 +516,14 @@ def _with_request(content: RecordDict, request: CompressionRequest) -> RecordDic
     return new
 
 
-def _mean_metric(replies: Sequence[Message], key: str, weights: np.ndarray) -> float | None:
+def _client_losses(replies: Sequence[Message], key: str) -> np.ndarray | None:
+    """Each reply's ``key`` metric (NaN where missing); None when no reply has it.
+
+    The policy tracks their median, so one absurd value cannot steer the back-off.
+    """
     values = []
     for reply in replies:
         found = [r[key] for name, r in reply.content.metric_records.items()
                  if name != METRICS_RECORD and isinstance(r.get(key), int | float)]
-        if not found:
-            return None
-        values.append(float(found[0]))  # type: ignore[arg-type]
-    value = float(np.dot(weights, values))
-    return value if math.isfinite(value) else None
+        values.append(float(found[0]) if found else math.nan)  # type: ignore[arg-type]
+    return None if all(math.isnan(v) for v in values) else np.array(values)

@@ -25,7 +25,7 @@ from flwr.serverapp.strategy import Result
 
 from flrd.config import RunConfig
 from flrd.models import build_model
-from flrd.state_file import load_state, save_state
+from flrd.state_file import STATE_FILE, StateError, StateFileError, load_state, save_state
 
 from .baselines import build_strategy
 from .rate_control import RateControl
@@ -65,9 +65,12 @@ def run_server(grid: Grid, config: RunConfig, *, on_round: RoundHook | None = No
     arrays = ArrayRecord(model.state_dict())
     strategy = build_strategy_from_config(config, [a.size for a in arrays.to_numpy_ndarrays()])
     state_dir = Path(config.state_dir) if config.state_dir else None
-    if state_dir is not None and (state_dir / "state.json").exists():
-        saved, state = load_state(state_dir)
-        strategy.load_state_dict(state)  # type: ignore[arg-type]
+    if state_dir is not None and (state_dir / STATE_FILE).exists():
+        saved, state = load_state(state_dir)  # StateFileError names the file and field
+        try:
+            strategy.load_state_dict(state)  # type: ignore[arg-type]
+        except StateError as err:  # one documented error, naming the file and the field
+            raise StateFileError(state_dir / STATE_FILE, err.field, str(err)) from None
         arrays = ArrayRecord({name: Array(values) for name, values in saved.items()})
     evaluator = _Evaluator(model, strategy, state_dir, config.central_eval, on_round)
     return strategy.start(grid=grid, initial_arrays=arrays, num_rounds=config.num_server_rounds,

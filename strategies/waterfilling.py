@@ -11,7 +11,6 @@ weight nearly zero.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -19,6 +18,7 @@ from flwr.app import MetricRecord
 
 from flrd import theory
 from flrd.protocol import METRICS_RECORD
+from flrd.state_file import require_float_list, require_int
 
 from .aggregation import Arrays, inverse_variance_weights
 from .decoding import ClientUpdate, DecodedRound, SentRound
@@ -57,10 +57,10 @@ class WaterfillingFedAvg(RateAwareFedAvg):
                  link_cost_key: str = "partition-id", noise_floor: float = 0.05,
                  **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.link_costs = {int(node): _positive("link cost", cost)
+        self.link_costs = {int(node): float(theory.checks.positive("link cost", cost))
                            for node, cost in (link_costs or {}).items()}
         self.link_cost_key = link_cost_key
-        self.noise_floor = _positive("noise_floor", noise_floor)
+        self.noise_floor = float(theory.checks.positive("noise_floor", noise_floor))
         self.client_m2: dict[int, np.ndarray] = {}
         self.node_keys: dict[int, int] = {}
 
@@ -153,18 +153,9 @@ class WaterfillingFedAvg(RateAwareFedAvg):
         for key, value in own.items():
             kind, _, node = key.partition(".")
             if kind == "client-m2":
-                if not isinstance(value, list) or not all(isinstance(v, int | float) and math.isfinite(v)
-                                                          and v >= 0 for v in value):
-                    raise ValueError(f"state field {key!r} must list finite values >= 0")
-                self.client_m2[int(node)] = np.asarray(value, dtype=np.float64)
-            elif isinstance(value, int) and not isinstance(value, bool):
-                self.node_keys[int(node)] = value
+                layers = (self.policy.layer_sizes.size if self.policy is not None
+                          else len(value) if isinstance(value, list) else 0)
+                self.client_m2[int(node)] = require_float_list(own, key, lengths=(layers,), low=0.0)
             else:
-                raise ValueError(f"state field {key!r} must be an integer, got {value!r}")
+                self.node_keys[int(node)] = require_int(own, key)
 
-
-def _positive(name: str, value: float) -> float:
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 from flower_fakes import InProcessGrid
 from flwr.app import Context, RecordDict
 
 from flrd.clients.client_app import app as client_app
 from flrd.config import RunConfig
+from flrd.state_file import load_state
 from flrd.protocol import CompressionRequest
 from flrd.strategies import server_app
 from flrd.strategies.server_app import parse_report
@@ -24,7 +23,7 @@ def _run(grid: InProcessGrid, run_config: dict) -> None:
 def test_server_app_saves_and_resumes_its_state(tmp_path, capsys):
     config = {**RUN_CONFIG, "state-dir": str(tmp_path)}
     _run(InProcessGrid(client_app, 2, run_config=config), config)
-    state = json.loads((tmp_path / "state.json").read_text())
+    _, state = load_state(tmp_path)
     assert state["rounds-completed"] == 1 and len(state["policy.sx2"]) == 6
     with np.load(tmp_path / "model.npz") as saved:
         model = {k: saved[k] for k in saved.files}
@@ -38,7 +37,7 @@ def test_server_app_saves_and_resumes_its_state(tmp_path, capsys):
         np.testing.assert_array_equal(sent[name].numpy(), values)
     rounds = [row["round"] for row in parse_report(capsys.readouterr().out)]
     assert rounds == [1, 2]  # the second run continued the round count
-    assert json.loads((tmp_path / "state.json").read_text())["rounds-completed"] == 2
+    assert load_state(tmp_path)[1]["rounds-completed"] == 2
 
 
 def test_run_config_selects_the_baseline(capsys):
