@@ -60,12 +60,15 @@ class Plan:
             (``2**32``: plain dithering, every coordinate).
         family: entropy-model family (0 Gaussian, 1 Laplace).
         m2: planning mean square (the transmitted statistic); 0 sends nothing.
+        quant_noise: noise of the quantizer on the kept coordinates, ``step**2/12``
+            (the target itself for plain dithering).
     """
 
     step: float
     threshold: int
     family: int
     m2: float
+    quant_noise: float
 
     @property
     def keep_prob(self) -> float:
@@ -81,7 +84,7 @@ class Plan:
         if self.m2 == 0:
             return m2
         p = self.keep_prob
-        return (1.0 / p - 1.0) * m2 + self.step**2 / 12.0 / p
+        return (1.0 / p - 1.0) * m2 + self.quant_noise / p
 
 
 @functools.lru_cache(maxsize=4096)
@@ -111,15 +114,15 @@ def plan_layer(noise_var: float, m2: float, snr: float, family: int = 0) -> Plan
         (0.0198, 100.0)
     """
     if m2 == 0:
-        return Plan(1.0, 0, family, 0.0)
+        return Plan(1.0, 0, family, 0.0, 0.0)
     dq = choose_dq(snr)
     if dq is None:
-        return Plan(math.sqrt(12.0 * noise_var), _ALL, family, m2)
+        return Plan(math.sqrt(12.0 * noise_var), _ALL, family, m2, noise_var)
     p = snr * (1.0 + dq) / (1.0 + snr)
     threshold = keep_threshold(p)
     # D_q from the exact inclusion probability, so the noise meets the target.
     dq_noise = (threshold / 2**32) * (noise_var + m2) - m2
-    return Plan(math.sqrt(12.0 * dq_noise), threshold, family, m2)
+    return Plan(math.sqrt(12.0 * dq_noise), threshold, family, m2, dq_noise)
 
 
 def choose_family(flat: np.ndarray) -> int:
