@@ -38,14 +38,14 @@ import numpy as np
 from .base import Body, Codec, expect_params, int_param, positive_float
 from .errors import CodecError
 from .header import Header
-from .numerics import as_float_array, chunks, max_abs, rms
+from .numerics import as_float_array, chunks, max_abs, rms, store
 from .rng import KEY_HI, dither_unit, keep_threshold
 from .stats import SNR_GRID, round_to_grid
 from .stratified import decode_group, encode_group, model_scale, rate_bits, stream_bytes, stream_decoder, strata_of
 
 _ALL = 2**32  # keep threshold meaning "every coordinate"
 _MAX_STEPS = 2.0**52  # max|x|/Δ bound keeping q exact in float64
-_GROUP = 1 << 16  # kept symbols entropy-coded per stratum sort
+_GROUP = 1 << 14  # kept symbols entropy-coded per stratum sort (bounds the temporaries)
 _DQ_GRID = 2.0 ** (np.arange(-16, 17) / 8)  # candidate d_q = D_q / m2
 _STAT_SALT = 0x5354  # separates the statistic's rounding coin from the dither stream
 
@@ -125,14 +125,30 @@ def plan_layer(noise_var: float, m2: float, snr: float, family: int = 0) -> Plan
     return Plan(math.sqrt(12.0 * dq_noise), threshold, family, m2, dq_noise)
 
 
-def choose_family(flat: np.ndarray) -> int:
+def moments(flat: np.ndarray) -> tuple[float, float]:
+    """(mean square, mean magnitude) in one chunked float64 pass (no BLAS: its thread
+    pool costs more than it saves on a shared machine)."""
+    if flat.size == 0:
+        return 0.0, 0.0
+    sq = ab = 0.0
+    for sl in chunks(flat.size, 1 << 16):
+        part = np.abs(flat[sl], dtype=np.float64)
+        ab += float(np.add.reduce(part))
+        sq += float(np.add.reduce(part * part))
+    if not np.isfinite(sq):  # float64 input near its range: scale first
+        sq = rms(flat) ** 2 * flat.size
+    return sq / flat.size, ab / flat.size
+
+
+def family_from(m2: float, mean_abs: float) -> int:
     """Laplace when the layer is heavier-tailed than Gaussian (mean|x|/rms below the
     midpoint of the two laws' 0.80 and 0.71), else Gaussian."""
-    spread = rms(flat)
-    if spread == 0:
-        return 0
-    ratio = sum(float(np.abs(flat[sl], dtype=np.float64).sum()) for sl in chunks(flat.size)) / flat.size / spread
-    return 1 if ratio < 0.753 else 0
+    return int(m2 > 0 and mean_abs / math.sqrt(m2) < 0.753)
+
+
+def choose_family(flat: np.ndarray) -> int:
+    """:func:`family_from` the layer's moments."""
+    return family_from(*moments(flat))
 
 
 def stat_uniform(key: int) -> float:
@@ -221,9 +237,11 @@ def encode_layer(encoder: constriction.stream.queue.RangeEncoder, array: Any, pl
         encode_group(encoder, *map(np.concatenate, zip(*pending)), plan.family, scale)
 
 
-def decode_layer(decoder: constriction.stream.queue.RangeDecoder, size: int, plan: Plan, key: int) -> np.ndarray:
-    """Inverse of :func:`encode_layer`: float64 array of ``size`` entries."""
-    out = np.zeros(size, dtype=np.float64)
+def decode_layer(decoder: constriction.stream.queue.RangeDecoder, size: int, plan: Plan, key: int,
+                 dtype: np.dtype | type = np.float64) -> np.ndarray:
+    """Inverse of :func:`encode_layer`: array of ``size`` entries in ``dtype`` (values
+    beyond its finite range, which only crafted payloads produce, are clipped)."""
+    out = np.zeros(size, dtype=dtype)
     if plan.m2 == 0 or size == 0:
         return out
     gen, scale, factor = _words(key), plan.scale, plan.step / plan.keep_prob
@@ -232,7 +250,7 @@ def decode_layer(decoder: constriction.stream.queue.RangeDecoder, size: int, pla
     def flush() -> None:
         idx, words = map(np.concatenate, zip(*pending))
         q = decode_group(decoder, strata_of(words), plan.family, scale)
-        out[idx] = (q - dither_unit(words)) * factor
+        store(out, idx, (q - dither_unit(words)) * factor)
 
     for sl in chunks(size):
         words = gen.random_raw(sl.stop - sl.start)
@@ -253,10 +271,10 @@ def decode_layer(decoder: constriction.stream.queue.RangeDecoder, size: int, pla
 
 def plan_for(noise_var: float, flat: np.ndarray, key: int, family: int | None = None) -> tuple[int, Plan]:
     """(statistic index, plan) the client uses for ``flat`` at target ``noise_var``."""
-    m2 = float(rms(flat)) ** 2
+    m2, mean_abs = moments(flat)
     index = round_to_grid(SNR_GRID, m2 / noise_var, stat_uniform(key))
     snr = float(SNR_GRID[index])
-    fam = choose_family(flat) if family is None else family
+    fam = family_from(m2, mean_abs) if family is None else family
     return index, plan_layer(noise_var, snr * noise_var, snr, fam)
 
 
@@ -323,21 +341,24 @@ class DitheredCodec(Codec):
         plan = plan_layer(noise_var, snr * noise_var, snr, family)
         if plan.m2 == 0 and len(body):
             raise CodecError("dithered: non-empty body for a zero layer")
-        if not math.isfinite(plan.step) or plan.step <= 0:
-            raise CodecError(f"dithered: invalid step {plan.step}")
-        return decode_layer(stream_decoder(body), header.size, plan, header.seed).astype(header.dtype)
+        if not (math.isfinite(plan.step) and plan.step > 0 and math.isfinite(plan.scale)):
+            raise CodecError(f"dithered: invalid step {plan.step} for noise_var {noise_var}")
+        try:
+            return decode_layer(stream_decoder(body), header.size, plan, header.seed, header.dtype)
+        except OverflowError as err:  # a crafted target whose plan leaves machine range
+            raise CodecError(f"dithered: parameters out of range ({err})") from err
 
     def expected_noise_var(self, array: Any) -> float:
         """Expected noise over the dither, the subset and the statistic's rounding."""
         flat = as_float_array(array).reshape(-1)
-        m2 = float(rms(flat)) ** 2
+        m2, mean_abs = moments(flat)
         snr = m2 / self.noise_var
         if snr == 0:
             return 0.0
         low = max(1, min(int(np.searchsorted(SNR_GRID, snr, side="right")) - 1, SNR_GRID.size - 2))
         a, b = float(SNR_GRID[low]), float(SNR_GRID[low + 1])
         up = min(1.0, max(0.0, (snr - a) / (b - a)))
-        family = choose_family(flat)
+        family = family_from(m2, mean_abs)
         noise = [plan_layer(self.noise_var, t * self.noise_var, t, family).expected_noise_var(m2) for t in (a, b)]
         return (1 - up) * noise[0] + up * noise[1]
 

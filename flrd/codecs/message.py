@@ -47,7 +47,7 @@ import numpy as np
 from flrd.protocol import CompressionRequest
 
 from .base import Codec
-from .dithered import Plan, choose_family, encode_layer, decode_layer, plan_layer, stat_uniform
+from .dithered import Plan, decode_layer, encode_layer, family_from, moments, plan_layer, stat_uniform
 from .errors import CodecError
 from .numerics import as_float_array, rms
 from .registry import codec_class, decode, get
@@ -152,9 +152,9 @@ def _stats(values: Any) -> tuple[float, int]:
         parts = [flat[i : i + step].double() for i in range(0, flat.numel(), step)]
         m2 = sum(float((p**2).sum()) for p in parts) / max(flat.numel(), 1)
         mean_abs = sum(float(p.abs().sum()) for p in parts) / max(flat.numel(), 1)
-        return m2, int(m2 > 0 and mean_abs / math.sqrt(m2) < 0.753)
-    flat = as_float_array(values).reshape(-1)
-    return float(rms(flat)) ** 2, choose_family(flat)
+        return m2, family_from(m2, mean_abs)
+    m2, mean_abs = moments(as_float_array(values).reshape(-1))
+    return m2, family_from(m2, mean_abs)
 
 
 def _varint(n: int) -> bytes:
