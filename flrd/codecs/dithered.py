@@ -193,7 +193,7 @@ def _torch_pieces(tensor: Any, plan: Plan, key: int) -> Pieces:
     from .rng import philox_torch
 
     flat, step = tensor.detach().reshape(-1), plan.step
-    for sl in chunks(flat.numel(), 1 << 16):
+    for sl in chunks(flat.numel()):  # the numpy path's chunks: same groups, same stream
         words = philox_torch(key, sl.stop - sl.start, flat.device, start=sl.start)
         values = flat[sl]
         if plan.threshold < _ALL:
@@ -360,7 +360,7 @@ class DitheredCodec(Codec):
         up = min(1.0, max(0.0, (snr - a) / (b - a)))
         family = family_from(m2, mean_abs)
         noise = [plan_layer(self.noise_var, t * self.noise_var, t, family).expected_noise_var(m2) for t in (a, b)]
-        return (1 - up) * noise[0] + up * noise[1]
+        return noise[0] if noise[0] == noise[1] else (1 - up) * noise[0] + up * noise[1]
 
     @classmethod
     def for_noise_var(cls, noise_var: float, array: Any, **params: Any) -> Self:
