@@ -1,6 +1,7 @@
 """Benchmark of the flrd codecs: rate, distortion, gap to the bound, speed, memory.
 
-Run: ``python bench/bench_codecs.py`` (about two minutes on 2 CPU cores). Not a test.
+Run: ``python bench/bench_codecs.py`` (about two minutes on 2 CPU cores), or
+``python bench/bench_codecs.py --near-bound`` for issue 9's table alone. Not a test.
 
 Two sources: Gaussian vectors and real MNIST-MLP updates (three clients' local
 updates after 40 SGD steps from a common start, concatenated to d >= 2**19). Per
@@ -143,12 +144,50 @@ def report(title: str, x: np.ndarray) -> None:
               f"{m_enc:6.2f}x | {m_dec:6.2f}x | {eden:>8s} | {versus:>9s} |")
 
 
+def near_bound(d: int = 1 << 20) -> None:
+    """Issue 9's table: the default codec through the message format on N(0, 1) --
+    ratio to the bound at the measured noise (all message bytes), noise over target,
+    regression slope, and encode/decode speed relative to ``sign`` in the same run."""
+    from flrd.codecs.message import decode_update, encode_update
+    from flrd.codecs.rate_curve import bits_per_coord, bound_bits, noise_for_bits
+    from flrd.protocol import CompressionRequest
+
+    x = np.random.default_rng(0).standard_normal(d).astype(np.float32)
+    x64 = x.astype(np.float64)
+    sign = codecs.codec_class("sign").for_bits(1.0, x)
+    sign_payload = sign.encode(x)
+    t_sign_enc = best_time(lambda: sign.encode(x), 5)
+    t_sign_dec = best_time(lambda: codecs.decode(sign_payload), 5)
+    limits = {0.003: 2.3, 0.01: 2.2, 0.05: 2.15, 0.1: 2.05, 0.25: 1.85, 0.5: 1.55, 1.0: 1.3}
+    print(f"\n### Default codec near the bound: N(0,1), d = 2**{d.bit_length() - 1}, message format\n")
+    print(f"sign codec in this run: encode {t_sign_enc * 1e3:.1f} ms, decode {t_sign_dec * 1e3:.1f} ms\n")
+    print("| bit | max ratio | ratio | curve ratio | scheme | noise/target | slope-1 | tol | bytes | "
+          "enc ms | enc/sign speed | dec ms | dec/sign speed |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for bits, limit in limits.items():
+        target = noise_for_bits(bits)
+        request = CompressionRequest(codec="dithered", noise_var=(target,), seed=11)
+        sent = encode_update({"x": x}, request, node_id=2)
+        got = decode_update(sent.payload, request, node_id=2, layout={"x": (d,)}).arrays["x"]
+        measured = float(np.mean((got - x64) ** 2))
+        ratio = 8 * len(sent.payload) / d / float(bound_bits(1 / measured))
+        curve = float(bits_per_coord(target, 1 / target) / bound_bits(1 / target))
+        slope = float(got @ x64 / (x64 @ x64)) - 1
+        scheme = "plain" if codecs.dithered.choose_dq(1 / target) is None else "sparse"
+        t_enc = best_time(lambda: encode_update({"x": x}, request, node_id=2), 5)
+        t_dec = best_time(lambda: decode_update(sent.payload, request, node_id=2, layout={"x": (d,)}), 5)
+        print(f"| {bits} | {limit} | {ratio:.3f} | {curve:.3f} | {scheme} | {measured / target:.3f} | "
+              f"{slope:+.4f} | {max(0.02, 4 * np.sqrt(target / d)):.3f} | {len(sent.payload)} | "
+              f"{t_enc * 1e3:.1f} | {t_sign_enc / t_enc:.3f} | {t_dec * 1e3:.1f} | {t_sign_dec / t_dec:.3f} |")
+
+
 def main() -> None:
     start = time.perf_counter()
     print(f"machine: {platform.platform()} | {platform.processor() or platform.machine()} | "
           f"{os.cpu_count()} CPUs | python {platform.python_version()} | numpy {np.__version__}")
     print("GPU: none lent to this task; codecs run on CPU with numpy (CPU torch tensors are accepted as input).")
     print("Throughput: best of 3 runs, on a machine shared with other jobs.")
+    near_bound()
     report("Gaussian N(0,1)", np.random.default_rng(0).standard_normal(1 << 20).astype(np.float32))
     updates, source = mnist_updates()
     report(f"MNIST-MLP updates, 3 clients x 199,210 params ({source})", updates)
@@ -156,4 +195,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if "--near-bound" in sys.argv:
+        near_bound()
+    else:
+        main()

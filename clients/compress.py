@@ -1,117 +1,87 @@
-"""Compress one round's model update layer by layer (numpy and codecs only).
+"""Compress one round's model update into one flrd message (numpy/torch and codecs only).
 
-Every layer is sent as a float32 update. The codec parameters come from the
-:class:`~flrd.protocol.CompressionRequest`: a per-layer noise-variance target, a rate in
-bits per coordinate, or the codec's defaults. The client measures what it sent: the
-exact update's mean square ``m2`` and the realized quantization noise ``qnoise``
-(``||decode(payload) - g||^2 / n``, against the exact update ``g`` even with error
-feedback).
+Every layer is sent as a float32 update (torch tensors are encoded on their device).
+The codec parameters come from the :class:`~flrd.protocol.CompressionRequest`; the
+message format is :mod:`flrd.codecs.message`. The client's report holds the exact
+update's mean square ``m2`` and the expected noise of each layer (for dithered layers
+the codec's formula at the exact ``m2``; realized noise for baseline codecs and
+error feedback, where the reconstruction is at hand anyway).
 
 Example:
     >>> import numpy as np
     >>> from flrd.protocol import CompressionRequest
     >>> out = compress_update({"w": np.ones(8, np.float32)},
     ...                       CompressionRequest(codec="float32"), node_id=3)
-    >>> out.report.payload_bits == 8 * len(out.payloads["w"]), out.report.qnoise
+    >>> out.report.payload_bits == 8 * len(out.payload), out.report.qnoise
     (True, (0.0,))
 """
 
 from __future__ import annotations
 
 import time
-
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from flrd import codecs
+from flrd.codecs.message import encode_update, layer_seed
 from flrd.protocol import CompressionReport, CompressionRequest
 
 __all__ = ["CompressedUpdate", "compress_update", "layer_seed"]
 
-_U64 = (1 << 64) - 1
-EXACT_CODEC = "float32"
-
 Residuals = Mapping[str, Mapping[str, np.ndarray]]
+_RESIDUAL = "residual"
 
 
 @dataclass(frozen=True)
 class CompressedUpdate:
-    """Payloads in layer order, the report, and the error-feedback state to keep."""
+    """The message, the client's report, and the error-feedback state to keep."""
 
-    payloads: dict[str, bytes]
+    payload: bytes
     report: CompressionReport
     residuals: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
-def layer_seed(seed: int, node_id: int, layer_index: int) -> int:
-    """Independent 64-bit codec seed per (round seed, node, layer).
-
-    Example:
-        >>> layer_seed(1, 2, 0) != layer_seed(1, 3, 0) != layer_seed(1, 2, 1)
-        True
-    """
-    entropy = [seed & _U64, node_id & _U64, layer_index]
-    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
-
-
-def compress_update(update: Mapping[str, np.ndarray], request: CompressionRequest, *,
+def compress_update(update: Mapping[str, Any], request: CompressionRequest, *,
                     node_id: int, num_examples: float = 1.0,
                     residuals: Residuals | None = None) -> CompressedUpdate:
-    """Encode every layer of ``update`` as ``request`` asks.
+    """Encode ``update`` as ``request`` asks.
 
-    Raises ValueError when the request does not fit the update (wrong number of
-    per-layer targets) or a layer is not finite.
+    With error feedback the message encodes ``g + e`` and keeps
+    ``e <- g + e - decoded`` (the reconstruction comes from the encoder: no decode).
+
+    Raises ValueError when the request does not fit the update or a layer is not
+    finite (the message names the layer).
     """
-    if request.noise_var is not None and len(request.noise_var) != len(update):
-        raise ValueError(f"{len(request.noise_var)} noise targets for {len(update)} layers")
     started = time.perf_counter()
-    payloads: dict[str, bytes] = {}
     kept: dict[str, dict[str, np.ndarray]] = {}
-    m2, qnoise = [], []
-    for index, (name, values) in enumerate(update.items()):
-        g = np.asarray(values, dtype=np.float32)
-        codec = _select_codec(request, index, g)
-        seed = layer_seed(request.seed, node_id, index)
-        if request.error_feedback:
-            feedback = codecs.ErrorFeedback(codec)
-            if residuals and name in residuals:
-                feedback.load_state_dict(dict(residuals[name]))
-            payloads[name] = feedback.encode(g, seed=seed)
-            kept[name] = feedback.state_dict()
-            decoded = codecs.decode(payloads[name])
-        else:  # the reconstruction comes with the payload (no decode for dithered)
-            payloads[name], decoded = codec.encode_reconstruct(g, seed=seed)
-        error = decoded.astype(np.float64) - g
-        m2.append(_mean_square(g.astype(np.float64)))
-        qnoise.append(_mean_square(error))
+    if request.error_feedback:
+        exact = {name: np.asarray(values, dtype=np.float32) for name, values in update.items()}
+        targets = {name: _with_residual(name, g, residuals) for name, g in exact.items()}
+        sent = encode_update(targets, request, node_id=node_id, reconstruct=True)
+        assert sent.reconstruction is not None
+        kept = {name: {_RESIDUAL: targets[name] - sent.reconstruction[name].astype(np.float32)}
+                for name in targets}
+        m2 = tuple(float(np.mean(np.square(g, dtype=np.float64))) if g.size else 0.0 for g in exact.values())
+        qnoise = tuple(float(np.mean((sent.reconstruction[n] - exact[n]) ** 2)) if exact[n].size else 0.0
+                       for n in exact)
+    else:
+        sent = encode_update(update, request, node_id=node_id)
+        m2, qnoise = sent.m2, sent.noise_var
     report = CompressionReport(
-        payload_bits=8 * sum(len(p) for p in payloads.values()),
-        m2=tuple(m2), qnoise=tuple(qnoise), num_examples=num_examples,
-        encode_seconds=time.perf_counter() - started,
+        payload_bits=8 * len(sent.payload), m2=tuple(m2), qnoise=tuple(qnoise),
+        num_examples=num_examples, encode_seconds=time.perf_counter() - started,
+        framing_bytes=sent.framing_bytes, stats_bytes=sent.stats_bytes,
     )
-    return CompressedUpdate(payloads, report, kept)
+    return CompressedUpdate(sent.payload, report, kept)
 
 
-def _select_codec(request: CompressionRequest, index: int, g: np.ndarray) -> codecs.Codec:
-    target = _noise_target(request, index, g)
-    if target is not None:
-        if target == 0.0:  # the protocol's way to ask for an exact layer
-            return codecs.get(EXACT_CODEC)
-        return codecs.codec_class(request.codec).for_noise_var(target, g)
-    if request.bits is not None:
-        return codecs.codec_class(request.codec).for_bits(request.bits, g)
-    return codecs.get(request.codec)
-
-
-def _noise_target(request: CompressionRequest, index: int, g: np.ndarray) -> float | None:
-    if request.noise_var is not None:
-        return request.noise_var[index]
-    if request.relative_noise is not None:
-        return request.relative_noise * _mean_square(g.astype(np.float64))
-    return None
-
-
-def _mean_square(values: np.ndarray) -> float:
-    return float(np.mean(np.square(values))) if values.size else 0.0
+def _with_residual(name: str, g: np.ndarray, residuals: Residuals | None) -> np.ndarray:
+    residual = (residuals or {}).get(name, {}).get(_RESIDUAL)
+    if residual is None:
+        return g
+    residual = np.asarray(residual, dtype=np.float32)
+    if residual.shape != g.shape or not np.isfinite(residual).all():
+        raise ValueError(f"layer {name!r}: stored error-feedback residual is unusable")
+    return g + residual

@@ -6,18 +6,21 @@ Add it to any ClientApp whose train function returns new weights::
 
 On a train message whose ConfigRecord carries ``flrd.`` keys (see
 :mod:`flrd.protocol`), the mod lets the app train, computes the update
-``new - received`` weights (sent as float32), encodes each layer with the requested
-codec and replaces
-the reply's ArrayRecord (same record name, same layer names) with the payloads. It
-adds the MetricRecord ``"flrd.metrics"`` (payload bits, per-layer ``m2`` and
-``qnoise``, ``num-examples`` copied from the app's metrics, 1.0 if absent) and, in
-audit mode, the exact update as ArrayRecord ``"flrd.exact-update"``. Error-feedback
+``new - received`` weights (sent as float32), encodes the whole update into one
+flrd message (:mod:`flrd.codecs.message`: statistics travel inside it) and replaces
+the reply's ArrayRecord (same record name) with one payload Array named
+:data:`~flrd.protocol.MESSAGE_ARRAY`. It adds the MetricRecord ``"flrd.metrics"``
+holding only the client's encode time (diagnostic; counted as report bytes);
+``num-examples`` stays in the app's own metrics. In audit mode the exact update
+travels as ArrayRecord ``"flrd.exact-update"``. Error-feedback
 residuals persist in ``context.state["flrd.error-feedback"]``. Messages of other types,
 and train messages without ``flrd.`` keys, pass through untouched.
 
-Failures (ill-formed config, replies the mod cannot read, non-finite updates) come back
-as error replies with code ``MOD_FAILED_PRECONDITION`` and a reason, so the server
-never receives a half-compressed update.
+Failures (ill-formed config, replies the mod cannot read, non-finite updates, codec
+settings the data cannot meet: any exception of the compression step) come back as
+error replies with code ``MOD_FAILED_PRECONDITION`` and a reason naming the cause, so
+the ClientApp never crashes on them and the server never receives a half-compressed
+update.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import log
 from flwr.common.constant import ErrorCode
 
-from flrd.protocol import AUDIT_RECORD, METRICS_RECORD, NUM_EXAMPLES, CompressionRequest
+from flrd.protocol import (AUDIT_RECORD, ENCODE_SECONDS, MESSAGE_ARRAY, METRICS_RECORD, NUM_EXAMPLES,
+                           CompressionRequest)
 
 from .compress import Residuals, compress_update
-from .transport import wrap_payloads
+from .transport import wrap_payload
 
 __all__ = ["EF_STATE_RECORD", "compression_mod"]
 
@@ -52,8 +56,8 @@ def compression_mod(msg: Message, context: Context, call_next: ClientAppCallable
         return call_next(msg, context)
     try:
         request = _read_request(msg)
-    except ValueError as err:
-        return _error_reply(msg, f"ill-formed flrd config: {err}")
+    except Exception as err:  # noqa: BLE001 -- any bad config becomes an error reply
+        return _error_reply(msg, f"ill-formed flrd config: {_describe(err)}")
     if request is None:
         return call_next(msg, context)
     if len(msg.content.array_records) != 1:
@@ -66,9 +70,14 @@ def compression_mod(msg: Message, context: Context, call_next: ClientAppCallable
         return reply
     try:
         _compress_reply(reply, request, received, context)
-    except ValueError as err:
-        return _error_reply(msg, f"cannot compress the update: {err}")
+    except Exception as err:  # noqa: BLE001 -- the ClientApp must not crash on codec settings
+        return _error_reply(msg, f"cannot compress the update: {_describe(err)}")
     return reply
+
+
+def _describe(err: Exception) -> str:
+    """ValueErrors carry flrd's own reasons; anything else also names its type."""
+    return str(err) if type(err) in (ValueError, TypeError) else f"{type(err).__name__}: {err}"
 
 
 def _read_request(msg: Message) -> CompressionRequest | None:
@@ -93,8 +102,8 @@ def _compress_reply(reply: Message, request: CompressionRequest,
                           num_examples=_num_examples(reply), residuals=residuals)
     if request.error_feedback:
         _store_residuals(context, out.residuals)
-    reply.content[key] = wrap_payloads(out.payloads)
-    reply.content[METRICS_RECORD] = MetricRecord(out.report.to_metrics())
+    reply.content[key] = ArrayRecord({MESSAGE_ARRAY: wrap_payload(out.payload)})
+    reply.content[METRICS_RECORD] = MetricRecord({ENCODE_SECONDS: float(out.report.encode_seconds)})
     if request.audit:
         reply.content[AUDIT_RECORD] = ArrayRecord({n: Array(g) for n, g in update.items()})
 
@@ -106,7 +115,11 @@ def _difference(trained: Array, received: np.ndarray, name: str) -> np.ndarray:
     if not (np.issubdtype(new.dtype, np.number) and np.issubdtype(received.dtype, np.number)):
         raise ValueError(f"layer {name!r}: dtype {new.dtype} is not numeric")
     # Subtract in float64 so float32 weights give the exact float32 update.
-    return (new.astype(np.float64) - received.astype(np.float64)).astype(np.float32)
+    with np.errstate(all="ignore"):  # overflow shows up as non-finite, named below
+        update = (new.astype(np.float64) - received.astype(np.float64)).astype(np.float32)
+    if not np.isfinite(update).all():
+        raise ValueError(f"non-finite update in layer {name!r}")
+    return update
 
 
 def _num_examples(reply: Message) -> float:

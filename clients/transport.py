@@ -1,12 +1,13 @@
-"""Client half of the payload transport: codec bytes into Flower Arrays.
+"""Client half of the payload transport: flrd message bytes into a Flower Array.
 
-A payload travels as ``Array(dtype="uint8", shape=(len(payload),), stype="flrd.codec",
-data=payload)``, so ``ArrayRecord.count_bytes()`` counts exactly the payload bytes plus
-the layer names. The strategy side (``flrd.strategies.transport``) unwraps it.
+A message travels as ``Array(dtype="uint8", shape=(len(payload),), stype="flrd.codec",
+data=payload)`` named ``flrd.update`` in the reply's ArrayRecord, so
+``ArrayRecord.count_bytes()`` counts exactly the message bytes plus that name. The
+strategy side (``flrd.strategies.transport``) unwraps it.
 
 Example:
-    >>> record = wrap_payloads({"fc.weight": b"abc", "fc.bias": b"de"})
-    >>> record.count_bytes() == 5 + len("fc.weight") + len("fc.bias")
+    >>> record = wrap_payloads({"flrd.update": b"abc"})
+    >>> record.count_bytes() == 3 + len("flrd.update")
     True
 """
 
@@ -22,7 +23,7 @@ __all__ = ["wrap_payload", "wrap_payloads"]
 
 
 def wrap_payload(payload: bytes) -> Array:
-    """One codec payload as a Flower Array (no copy; Flower wants ``shape`` as a tuple).
+    """One payload as a Flower Array (Flower wants ``shape`` as a tuple).
 
     Example:
         >>> wrap_payload(b"xyz").shape
@@ -33,5 +34,5 @@ def wrap_payload(payload: bytes) -> Array:
 
 
 def wrap_payloads(payloads: Mapping[str, bytes]) -> ArrayRecord:
-    """An ArrayRecord holding one wrapped payload per layer, in the mapping's order."""
+    """An ArrayRecord holding one wrapped payload per entry, in the mapping's order."""
     return ArrayRecord({name: wrap_payload(payload) for name, payload in payloads.items()})

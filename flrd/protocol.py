@@ -1,9 +1,12 @@
 """The wire protocol between flrd's client mod and its strategies (no Flower imports).
 
 The server asks for compression with explicit ``flrd.``-prefixed keys in a train
-message's ConfigRecord (:class:`CompressionRequest`); the client answers with codec
-payloads (one ``uint8`` Array of stype :data:`PAYLOAD_STYPE` per layer) and a
-MetricRecord named :data:`METRICS_RECORD` (:class:`CompressionReport`).
+message's ConfigRecord (:class:`CompressionRequest`); the client answers with one
+flrd message (``flrd.codecs.message``: every layer and its statistics) in one
+``uint8`` Array named :data:`MESSAGE_ARRAY` of stype :data:`PAYLOAD_STYPE`, plus a
+MetricRecord named :data:`METRICS_RECORD` holding only the client's encode time. The
+server rebuilds the :class:`CompressionReport` from the message and the request;
+``num-examples`` stays in the app's own metrics.
 ``flrd.clients`` and ``flrd.strategies`` both speak it through this module, so neither
 imports the other.
 
@@ -32,6 +35,7 @@ __all__ = [
     "ERROR_FEEDBACK",
     "KEY_PREFIX",
     "M2",
+    "MESSAGE_ARRAY",
     "METRICS_RECORD",
     "NOISE_VAR",
     "NUM_EXAMPLES",
@@ -46,6 +50,7 @@ __all__ = [
 ]
 
 PAYLOAD_STYPE = "flrd.codec"
+MESSAGE_ARRAY = "flrd.update"
 PAYLOAD_DTYPE = "uint8"
 KEY_PREFIX = "flrd."
 
@@ -169,14 +174,22 @@ class CompressionRequest:
 
 @dataclass(frozen=True)
 class CompressionReport:
-    """What a client reports next to its payloads (MetricRecord :data:`METRICS_RECORD`).
+    """What is known of one client's compressed update.
+
+    On the server it is rebuilt from the message: ``m2`` is the transmitted one-byte
+    statistic and ``qnoise`` the codec's expected noise at that ``m2`` (realized noise
+    for baseline codecs). The client's own copy holds the exact ``m2``.
+    ``to_metrics``/``from_metrics`` serialize it for tools that want it as a record;
+    the mod no longer sends it.
 
     Attributes:
-        payload_bits: ``8 * total payload bytes`` of the round.
+        payload_bits: ``8 * total payload bytes`` of the round (framing included).
         m2: per layer, ``||g_l||^2 / n_l`` of the exact update ``g``.
-        qnoise: per layer, the realized ``||g_hat_l - g_l||^2 / n_l``.
+        qnoise: per layer, the noise ``||g_hat_l - g_l||^2 / n_l`` (expected or realized).
         num_examples: local training examples (the FedAvg weight).
-        encode_seconds: wall time the client spent encoding (and measuring ``qnoise``).
+        encode_seconds: wall time the client spent encoding.
+        framing_bytes: message framing (header and check).
+        stats_bytes: statistics carried inside the message.
 
     Example:
         >>> r = CompressionReport(payload_bits=64, m2=(1.0,), qnoise=(0.1,), num_examples=5)
@@ -189,6 +202,8 @@ class CompressionReport:
     qnoise: tuple[float, ...]
     num_examples: float
     encode_seconds: float = 0.0
+    framing_bytes: int = 0
+    stats_bytes: int = 0
 
     def to_metrics(self) -> dict[str, MetricValue]:
         """Entries of the reply's :data:`METRICS_RECORD`."""

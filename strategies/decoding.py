@@ -1,6 +1,8 @@
 """Decode train replies into client updates, rejecting anything that cannot be trusted.
 
-:class:`UpdateDecoder` turns one client's payloads into arrays; it receives
+A reply carries one flrd message (:mod:`flrd.codecs.message`); the server decodes it
+with the request it sent to that node. :class:`UpdateDecoder` turns one client's
+message into arrays and statistics; it receives
 :class:`SideInformation` (the global model sent this round, the previous global update,
 the updates already decoded this round) so that a decoder exploiting correlation
 between clients, e.g. distributed source coding, can replace it without touching the
@@ -10,17 +12,20 @@ may touch the aggregate.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-from flwr.app import ArrayRecord, Message
+from flwr.app import ArrayRecord, Message, RecordDict
 
 from flrd import codecs
+from flrd.codecs.message import DecodedUpdate, decode_update
 from flrd.policy import RoundPlan
-from flrd.protocol import AUDIT_RECORD, METRICS_RECORD, CompressionReport, CompressionRequest
+from flrd.protocol import (AUDIT_RECORD, ENCODE_SECONDS, MESSAGE_ARRAY, METRICS_RECORD, NUM_EXAMPLES,
+                           CompressionReport, CompressionRequest)
 
-from .transport import TransportError, payload_bytes, unwrap_payloads
+from .transport import TransportError, payload_bytes, unwrap_payload
 
 __all__ = [
     "ClientUpdate",
@@ -47,37 +52,42 @@ class SideInformation:
         previous_update: last round's applied global update (None in the first round
             and after a restart).
         decoded: updates of this round decoded so far, in arrival order.
+        request: what this client was asked to send (needed to decode; the strategy
+            passes ``decoded.sent.requests[node_id]``).
+        node_id: the sender (its seeds derive from it).
     """
 
     server_round: int
     global_arrays: Arrays
     previous_update: Arrays | None
     decoded: Sequence[Arrays]
+    request: CompressionRequest | None = None
+    node_id: int = 0
 
 
 class UpdateDecoder:
-    """Decodes each layer on its own with :func:`flrd.codecs.decode`.
+    """Decodes a message with :func:`flrd.codecs.message.decode_update`.
 
     Subclass and override :meth:`decode` to use side information. Raise
-    ``flrd.codecs.CodecError`` for payloads that cannot be decoded.
+    ``flrd.codecs.CodecError`` for payloads that cannot be decoded. Work and memory
+    are bounded by the layer sizes of the global model (the server's own layout).
 
     Example:
         >>> import numpy as np
-        >>> from flrd.codecs import get
-        >>> side = SideInformation(1, {"w": np.zeros(3)}, None, [])
-        >>> payload = get("float32").encode(np.ones(3, np.float32))
-        >>> UpdateDecoder().decode({"w": payload}, side)["w"].tolist()
+        >>> from flrd.codecs.message import encode_update
+        >>> request = CompressionRequest(codec="float32")
+        >>> payload = encode_update({"w": np.ones(3, np.float32)}, request, node_id=1).payload
+        >>> side = SideInformation(1, {"w": np.zeros(3)}, None, [], request, node_id=1)
+        >>> UpdateDecoder().decode(payload, side).arrays["w"].tolist()
         [1.0, 1.0, 1.0]
     """
 
-    def __init__(self, max_elements: int = 2**28) -> None:
-        self.max_elements = max_elements
-
-    def decode(self, payloads: Mapping[str, bytes], side: SideInformation) -> dict[str, np.ndarray]:
-        """Decoded update of one client, by layer."""
-        del side  # layer-wise decoding needs none
-        return {name: codecs.decode(payload, max_elements=self.max_elements)
-                for name, payload in payloads.items()}
+    def decode(self, payload: bytes, side: SideInformation) -> DecodedUpdate:
+        """Decoded update of one client, by layer, with its transmitted statistics."""
+        if side.request is None:
+            raise codecs.CodecError("no request known for this reply: cannot decode")
+        layout = {name: np.shape(values) for name, values in side.global_arrays.items()}
+        return decode_update(payload, side.request, node_id=side.node_id, layout=layout)
 
 
 class RejectedReply(ValueError):
@@ -91,8 +101,9 @@ class ClientUpdate:
     Attributes:
         node_id: the sender.
         update: decoded update by layer, float64, shaped like the global model.
-        report: the client's own measurements (m2, realized noise, examples).
-        payload_bytes: bytes of payload received.
+        report: m2 (transmitted), expected noise, examples, encode time, and the
+            message's framing and statistics bytes.
+        payload_bytes: bytes of payload received (the whole message).
         noise_var: the per-layer noise target this client was sent (None in rate mode).
         exact: the exact update in audit mode, else None.
     """
@@ -121,8 +132,8 @@ class DecodedRound:
     """The outcome of ``RateControl.decode_replies``.
 
     ``updates[i]`` came in ``replies[i]``; ``uplink_bytes`` counts the payload of every
-    reply that arrived, accepted or not; ``report_bytes`` the ``flrd.metrics`` records
-    (per-layer ``m2``/``qnoise``) that travelled beside them. ``seconds`` times flrd's server work on the
+    reply that arrived, accepted or not (statistics travel inside it); ``report_bytes``
+    the ``flrd.metrics`` records (the clients' encode time) that travelled beside them. ``seconds`` times flrd's server work on the
     round: decoding here, plus the policy's estimation once observed.
     """
 
@@ -154,32 +165,57 @@ def reply_report_bytes(reply: Message) -> int:
 
 
 def decode_reply(reply: Message, decoder: UpdateDecoder, side: SideInformation,
-                 noise_var: np.ndarray | None) -> ClientUpdate:
-    """Check and decode one (non-error) train reply; RejectedReply says what is wrong."""
+                 noise_var: np.ndarray | None, request: CompressionRequest | None = None) -> ClientUpdate:
+    """Check and decode one (non-error) train reply; RejectedReply says what is wrong.
+
+    ``request`` (or ``side.request``) is what the server sent to the reply's node.
+    """
     content = reply.content
-    if (metrics := content.metric_records.get(METRICS_RECORD)) is None:
-        raise RejectedReply(f"no {METRICS_RECORD!r} record (is compression_mod installed?)")
+    node_id = reply.metadata.src_node_id
+    request = request if request is not None else side.request
+    if request is None:
+        raise RejectedReply("no request known for this node: cannot decode its reply")
+    side = replace(side, request=request, node_id=node_id)
     records = [r for key, r in content.array_records.items() if key != AUDIT_RECORD]
     if len(records) != 1:
         raise RejectedReply(f"expected one payload ArrayRecord, got {len(records)}")
-    layers = list(side.global_arrays)
-    if list(records[0].keys()) != layers:
-        raise RejectedReply("payload layers differ from the global model's")
+    if list(records[0].keys()) != [MESSAGE_ARRAY]:
+        raise RejectedReply(f"the payload record must hold exactly {MESSAGE_ARRAY!r} "
+                            "(is compression_mod installed?)")
     try:
-        payloads = unwrap_payloads(records[0])
-        report = CompressionReport.from_metrics(metrics, len(layers))
-    except (TransportError, ValueError) as err:
+        payload = unwrap_payload(records[0][MESSAGE_ARRAY])
+    except TransportError as err:
         raise RejectedReply(str(err)) from None
-    received = sum(map(len, payloads.values()))
-    if report.payload_bits != 8 * received:
-        raise RejectedReply(f"reports {report.payload_bits} payload bits, sent {8 * received}")
     try:
-        update = decoder.decode(payloads, side)
+        decoded = decoder.decode(payload, side)
     except codecs.CodecError as err:
         raise RejectedReply(f"undecodable payload: {err}") from None
+    report = CompressionReport(
+        payload_bits=8 * len(payload), m2=tuple(decoded.m2), qnoise=tuple(decoded.noise_var),
+        num_examples=_num_examples(content), encode_seconds=_encode_seconds(content),
+        framing_bytes=decoded.framing_bytes, stats_bytes=decoded.stats_bytes,
+    )
     exact = _audit(content.array_records.get(AUDIT_RECORD), side.global_arrays)
-    return ClientUpdate(reply.metadata.src_node_id, _checked(update, side.global_arrays),
-                        report, received, noise_var, exact)
+    return ClientUpdate(node_id, _checked(decoded.arrays, side.global_arrays),
+                        report, len(payload), noise_var, exact)
+
+
+def _num_examples(content: RecordDict) -> float:
+    """The app's own ``num-examples`` (1.0 if absent or invalid)."""
+    for key, record in content.metric_records.items():
+        value = record.get(NUM_EXAMPLES)
+        if key != METRICS_RECORD and _is_number(value) and math.isfinite(value) and value > 0:
+            return float(value)
+    return 1.0
+
+
+def _encode_seconds(content: RecordDict) -> float:
+    value = content.metric_records.get(METRICS_RECORD, {}).get(ENCODE_SECONDS, 0.0)
+    return float(value) if _is_number(value) and math.isfinite(value) and value >= 0 else 0.0
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _checked(update: Mapping[str, np.ndarray], reference: Arrays) -> dict[str, np.ndarray]:

@@ -1,29 +1,34 @@
-"""Subtractive-dithered uniform quantization with dither-conditioned range coding.
+"""Subtractive-dithered quantization, plain or on a shared-seed random subset.
 
-The practical test channel of THEORY §2: with step ``Δ`` and dither
-``u ~ U(-Δ/2, Δ/2)`` drawn from ``np.random.default_rng(seed)`` (seed in the
-header), the encoder sends ``q = round((x + u)/Δ)`` and the decoder outputs
-``x̂ = qΔ - u``. The error ``x̂ - x`` is uniform on ``[-Δ/2, Δ/2)`` and independent
-of ``x``, so the codec is exactly unbiased with ``noise_var = Δ²/12``.
+For a layer with mean square ``m2`` and noise target ``D`` (SNR ``t = m2/D``) the
+codec picks one of two unbiased schemes, per layer, from what both sides know
+(``D``, the transmitted one-byte ``m2``, the seed):
 
-Rate: both sides know ``u``, so ``q_i`` is coded under the model
-``(x_i + u_i)/Δ ~ family(loc/Δ + u_i/Δ, scale/Δ)`` quantized to integers, with a
-per-symbol location. The family (Gaussian, Laplace or Cauchy; heavy-tailed
-gradients usually pick Laplace) and a scale multiplier are chosen per layer by
-the smallest cross-entropy on a seeded subsample; the choice travels in the
-header. On Gaussian data the rate is about 0.254 bit/coordinate above the
-unbiased bound ``1/2 log2(1 + σ²/D)`` (the space-filling loss of a scalar lattice).
+* **plain** (high SNR): step ``Δ = sqrt(12 D)``; the encoder sends
+  ``q = round(x/Δ + u)`` and the decoder outputs ``(q - u)Δ``. The error is uniform
+  on ``[-Δ/2, Δ/2]`` and independent of ``x``: noise exactly ``D``.
+* **sparse** (low SNR): every coordinate is kept with probability ``p`` (the high
+  32 bits of its counter-based random word below ``p·2**32``: no indices travel),
+  kept coordinates are dithered at noise ``D_q = d_q·m2`` and scaled by ``1/p``.
+  Per coordinate the noise is ``x_i²(1/p - 1) + D_q/p``; on average over the layer
+  ``(1/p - 1)·m2 + D_q/p``, which equals ``D`` for ``p = t(1 + d_q)/(1 + t)``.
+  ``d_q`` minimizes the expected rate ``p·r(D_q)``, where the dithered quantizer is
+  most efficient (``d_q`` near 1: kept coordinates at SNR about 1).
 
-Alphabet: the coded range is ``[qmin, qmax]`` of the data. If it exceeds
-``MAX_ALPHABET`` symbols (extreme outliers), a window around the model's location
-is coded instead and both window edges act as escapes whose exact values follow
-as raw int64 in the body.
+Dither and subset come from :mod:`flrd.codecs.rng` (Philox of (seed, index)); the
+indices are range coded under a table per dither stratum (:mod:`.stratified`).
+The planning ``m2`` is the one-byte statistic (:mod:`.stats`), stochastically
+rounded, so the server computes the same plan and the expected noise.
+
+Rate on N(0, 1), framing included (``bench/bench_codecs.py``): about 2.0-2.1x the
+bound ``1/2 log2(1 + 1/D)`` at SNR 0.004-0.1, 1.5x at 0.5 bit, 1.25x at 1 bit.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -31,70 +36,263 @@ import constriction
 import numpy as np
 
 from .base import Body, Codec, expect_params, int_param, positive_float
-from .entropy import continuous_model, decode_guarded, decoder_for, family_cdf, words_bytes
 from .errors import CodecError
 from .header import Header
-from .numerics import as_float_array, chunks, max_abs, rms, store, subsample
+from .numerics import as_float_array, chunks, max_abs, rms, store
+from .rng import KEY_HI, dither_unit, keep_threshold
+from .stats import SNR_GRID, round_to_grid
+from .stratified import decode_group, encode_group, model_scale, rate_bits, stream_bytes, stream_decoder, strata_of
 
-MAX_ALPHABET = 1 << 16
-_HALF = MAX_ALPHABET // 2 - 1
+_ALL = 2**32  # keep threshold meaning "every coordinate"
 _MAX_STEPS = 2.0**52  # max|x|/Δ bound keeping q exact in float64
-_SAMPLE = 8192
-_SCALE_GRID = 2.0 ** np.arange(-2.0, 1.01, 0.5)  # scale multipliers tried per family
-_MIN_PROB = 2.0**-24  # constriction's smallest probability at default precision
-_U64 = struct.Struct("<Q")
+_GROUP = 1 << 14  # kept symbols entropy-coded per stratum sort (bounds the temporaries)
+_DQ_GRID = 2.0 ** (np.arange(-16, 17) / 8)  # candidate d_q = D_q / m2
+_STAT_SALT = 0x5354  # separates the statistic's rounding coin from the dither stream
 
 
-def _dither(rng: np.random.Generator, size: int, step: float) -> np.ndarray:
-    return (rng.random(size) - 0.5) * step
+@dataclass(frozen=True)
+class Plan:
+    """What encoder and decoder agree on for one layer.
+
+    Attributes:
+        step: quantizer step Δ.
+        threshold: keep coordinate i iff the high 32 bits of its word are below it
+            (``2**32``: plain dithering, every coordinate).
+        family: entropy-model family (0 Gaussian, 1 Laplace).
+        m2: planning mean square (the transmitted statistic); 0 sends nothing.
+        quant_noise: noise of the quantizer on the kept coordinates, ``step**2/12``
+            (the target itself for plain dithering).
+    """
+
+    step: float
+    threshold: int
+    family: int
+    m2: float
+    quant_noise: float
+
+    @property
+    def keep_prob(self) -> float:
+        return self.threshold / 2**32
+
+    @property
+    def scale(self) -> float:
+        return model_scale(self.family, self.m2, self.step)
+
+    def expected_noise_var(self, m2: float) -> float:
+        """Layer-average noise for data of mean square ``m2`` (``self.m2`` for the
+        server's estimate from the statistic)."""
+        if self.m2 == 0:
+            return m2
+        p = self.keep_prob
+        return (1.0 / p - 1.0) * m2 + self.quant_noise / p
 
 
-def _symbol_bits(z: np.ndarray, v: np.ndarray, family: int, loc: float, scale: float) -> float:
-    """Mean code length of ``round(z + v)`` under the dither-conditioned model
-    (all quantities in units of the step)."""
-    k = np.round(z + v)
-    a, b = (k - 0.5 - loc - v) / scale, (k + 0.5 - loc - v) / scale
-    # Take CDF differences on the side where they do not cancel.
-    p = np.where(a > 0, family_cdf(family, -a) - family_cdf(family, -b), family_cdf(family, b) - family_cdf(family, a))
-    return float(np.mean(-np.log2(np.maximum(p, _MIN_PROB))))
-
-
-def _base_scales(sample: np.ndarray, loc: float) -> tuple[float, float, float]:
-    dev = np.abs(sample - loc)
-    return float(np.sqrt(np.mean(dev**2))), float(np.mean(dev)), float(np.median(dev))
-
-
-def _select_model(sample: np.ndarray, loc: float, step: float) -> tuple[int, float, float]:
-    """(family, scale, estimated bits per symbol) minimizing the subsample cross-entropy."""
-    z = sample / step
-    v = _dither(np.random.default_rng(0), sample.size, 1.0)
-    best = (0, step, math.inf)
-    for family, base in enumerate(_base_scales(sample, loc)):
-        for mult in _SCALE_GRID:
-            scale = max(base * mult, 1e-3 * step)  # constant layers: scale may be 0
-            bits = _symbol_bits(z, v, family, loc / step, scale / step)
-            if bits < best[2]:
-                best = (family, scale, bits)
+@functools.lru_cache(maxsize=4096)
+def choose_dq(snr: float) -> float | None:
+    """``d_q`` of the cheapest sparse setting at ``snr``, or None when plain wins
+    (expected rates from the Gaussian tables; costs rounded so that last-bit
+    differences of the math library cannot flip the choice between machines)."""
+    plain = rate_bits(0, math.sqrt(snr / 12.0))
+    best, best_cost = None, round(plain, 9)
+    for dq in _DQ_GRID:
+        p = snr * (1.0 + dq) / (1.0 + snr)
+        if p >= 1.0:
+            break
+        cost = round(p * rate_bits(0, 1.0 / math.sqrt(12.0 * dq)), 9)
+        if cost < best_cost:
+            best, best_cost = float(dq), cost
     return best
 
 
-def _locations(rng: np.random.Generator, size: int, step: float, loc: float, center: int) -> tuple[np.ndarray, np.ndarray]:
-    """Dither and the per-symbol model locations; identical on both sides."""
-    u = _dither(rng, size, step)
-    return u, loc / step + u / step - center
+def plan_layer(noise_var: float, m2: float, snr: float, family: int = 0) -> Plan:
+    """The plan for target ``noise_var`` given the planning ``m2`` and ``snr``
+    (``m2 / noise_var``, passed exactly as both sides hold it).
+
+    Example:
+        >>> plan = plan_layer(100.0, 1.0, 0.01)
+        >>> round(plan.keep_prob, 4), round(plan.expected_noise_var(1.0), 6)
+        (0.0198, 100.0)
+    """
+    if m2 == 0:
+        return Plan(1.0, 0, family, 0.0, 0.0)
+    dq = choose_dq(snr)
+    if dq is None:
+        return Plan(math.sqrt(12.0 * noise_var), _ALL, family, m2, noise_var)
+    p = snr * (1.0 + dq) / (1.0 + snr)
+    threshold = keep_threshold(p)
+    # D_q from the exact inclusion probability, so the noise meets the target.
+    dq_noise = (threshold / 2**32) * (noise_var + m2) - m2
+    return Plan(math.sqrt(12.0 * dq_noise), threshold, family, m2, dq_noise)
+
+
+def moments(flat: np.ndarray) -> tuple[float, float]:
+    """(mean square, mean magnitude) in one chunked float64 pass (no BLAS: its thread
+    pool costs more than it saves on a shared machine)."""
+    if flat.size == 0:
+        return 0.0, 0.0
+    sq = ab = 0.0
+    for sl in chunks(flat.size, 1 << 16):
+        part = np.abs(flat[sl], dtype=np.float64)
+        ab += float(np.add.reduce(part))
+        sq += float(np.add.reduce(part * part))
+    if not np.isfinite(sq):  # float64 input near its range: scale first
+        sq = rms(flat) ** 2 * flat.size
+    return sq / flat.size, ab / flat.size
+
+
+def family_from(m2: float, mean_abs: float) -> int:
+    """Laplace when the layer is heavier-tailed than Gaussian (mean|x|/rms below the
+    midpoint of the two laws' 0.80 and 0.71), else Gaussian."""
+    return int(m2 > 0 and mean_abs / math.sqrt(m2) < 0.753)
+
+
+def choose_family(flat: np.ndarray) -> int:
+    """:func:`family_from` the layer's moments."""
+    return family_from(*moments(flat))
+
+
+def stat_uniform(key: int) -> float:
+    """The client's coin for rounding the statistic (any fixed function of the key)."""
+    return float(np.random.default_rng([key, _STAT_SALT]).random())
+
+
+def _words(key: int) -> np.random.Philox:
+    return np.random.Philox(key=np.array([key, KEY_HI], dtype=np.uint64))
+
+
+Pieces = Iterator[tuple[np.ndarray, np.ndarray]]
+
+
+def _numpy_pieces(flat: np.ndarray, plan: Plan, key: int, out: np.ndarray | None) -> Pieces:
+    """(int64 indices, strata) of the kept coordinates, chunk by chunk; writes the
+    reconstruction into ``out`` when given."""
+    gen, step = _words(key), plan.step
+    for sl in chunks(flat.size):
+        words = gen.random_raw(sl.stop - sl.start)
+        values = flat[sl]
+        if plan.threshold < _ALL:
+            kept = np.flatnonzero((words >> np.uint64(32)) < plan.threshold)
+            words, values = words[kept], values[kept]
+        u = dither_unit(words)
+        q = np.round(values.astype(np.float64) / step + u)
+        if out is not None:
+            rec = (q - u) * (step / plan.keep_prob)
+            if plan.threshold < _ALL:
+                out[sl] = 0
+                out[sl][kept] = rec
+            else:
+                out[sl] = rec
+        yield q.astype(np.int64), strata_of(words)
+
+
+def _torch_pieces(tensor: Any, plan: Plan, key: int) -> Pieces:
+    """As :func:`_numpy_pieces` on the tensor's device, chunk by chunk in float64;
+    only the kept indices and strata come to the CPU. Bit-identical to numpy."""
+    import torch
+
+    from .rng import philox_torch
+
+    flat, step = tensor.detach().reshape(-1), plan.step
+    for sl in chunks(flat.numel()):  # the numpy path's chunks: same groups, same stream
+        words = philox_torch(key, sl.stop - sl.start, flat.device, start=sl.start)
+        values = flat[sl]
+        if plan.threshold < _ALL:
+            hi = torch.bitwise_and(torch.bitwise_right_shift(words, 32), 0xFFFFFFFF)
+            kept = torch.nonzero(hi < plan.threshold).reshape(-1)
+            words, values = words[kept], values[kept]
+        low = torch.bitwise_and(words, 0xFFFFFFFF)
+        u = low.to(torch.float64) * 2.0**-32 + (2.0**-33 - 0.5)
+        q = torch.round(values.to(torch.float64) / step + u).to(torch.int64)
+        strata = torch.bitwise_and(torch.bitwise_right_shift(low, 27), 31).to(torch.uint8)
+        yield q.cpu().numpy(), strata.cpu().numpy()
+
+
+def encode_layer(encoder: constriction.stream.queue.RangeEncoder, array: Any, plan: Plan, key: int,
+                 out: np.ndarray | None = None) -> None:
+    """Append one layer (numpy array or torch tensor) to ``encoder`` under ``plan``.
+
+    Raises ValueError when ``max|x|/Δ >= 2**52`` (noise target too small for the data).
+    """
+    if plan.m2 == 0:
+        if out is not None:
+            out[:] = 0
+        return
+    if hasattr(array, "detach") and out is None:
+        top = float(array.detach().abs().max()) if array.numel() else 0.0
+        pieces = _torch_pieces(array, plan, key)
+    else:
+        flat = as_float_array(array).reshape(-1)
+        top = max_abs(flat)
+        pieces = _numpy_pieces(flat, plan, key, out)
+    if top / plan.step >= _MAX_STEPS:
+        raise ValueError(f"noise target too small for this input: max|x|/step must be < 2**52, got {top / plan.step:.3e}")
+    scale, pending, count = plan.scale, [], 0
+    for q, strata in pieces:
+        pending.append((q, strata))
+        count += q.size
+        if count >= _GROUP:
+            encode_group(encoder, *map(np.concatenate, zip(*pending)), plan.family, scale)
+            pending, count = [], 0
+    if count:
+        encode_group(encoder, *map(np.concatenate, zip(*pending)), plan.family, scale)
+
+
+def decode_layer(decoder: constriction.stream.queue.RangeDecoder, size: int, plan: Plan, key: int,
+                 dtype: np.dtype | type = np.float64) -> np.ndarray:
+    """Inverse of :func:`encode_layer`: array of ``size`` entries in ``dtype`` (values
+    beyond its finite range, which only crafted payloads produce, are clipped)."""
+    out = np.zeros(size, dtype=dtype)
+    if plan.m2 == 0 or size == 0:
+        return out
+    gen, scale, factor = _words(key), plan.scale, plan.step / plan.keep_prob
+    pending, count = [], 0
+
+    def flush() -> None:
+        idx, words = map(np.concatenate, zip(*pending))
+        q = decode_group(decoder, strata_of(words), plan.family, scale)
+        store(out, idx, (q - dither_unit(words)) * factor)
+
+    for sl in chunks(size):
+        words = gen.random_raw(sl.stop - sl.start)
+        if plan.threshold < _ALL:
+            kept = np.flatnonzero((words >> np.uint64(32)) < plan.threshold)
+            words, idx = words[kept], kept + sl.start
+        else:
+            idx = np.arange(sl.start, sl.stop)
+        pending.append((idx, words))
+        count += idx.size
+        if count >= _GROUP:
+            flush()
+            pending, count = [], 0
+    if count:
+        flush()
+    return out
+
+
+def plan_for(noise_var: float, flat: np.ndarray, key: int, family: int | None = None) -> tuple[int, Plan]:
+    """(statistic index, plan) the client uses for ``flat`` at target ``noise_var``."""
+    m2, mean_abs = moments(flat)
+    index = round_to_grid(SNR_GRID, m2 / noise_var, stat_uniform(key))
+    snr = float(SNR_GRID[index])
+    fam = family_from(m2, mean_abs) if family is None else family
+    return index, plan_layer(noise_var, snr * noise_var, snr, fam)
 
 
 @dataclass(frozen=True)
 class DitheredCodec(Codec):
-    """Unbiased dithered quantizer with additive noise of variance ``noise_var``.
+    """Unbiased dithered quantizer meeting the noise target ``noise_var``: plain
+    dithering at high SNR, sparse dithering on a shared random subset at low SNR.
+
+    The standalone payload carries the target, the one-byte statistic and the
+    family as header parameters; :mod:`flrd.codecs.message` sends only the byte.
 
     Example:
         >>> import numpy as np
         >>> from flrd.codecs import decode
-        >>> x = np.random.default_rng(0).standard_normal(10_000)
-        >>> codec = DitheredCodec.for_bits(2.0, x)
+        >>> x = np.random.default_rng(0).standard_normal(100_000)
+        >>> codec = DitheredCodec.for_noise_var(10.0, x)  # SNR 0.1: sparse
         >>> err = decode(codec.encode(x, seed=3)) - x
-        >>> bool(abs(err.var() / codec.noise_var - 1) < 0.05)
+        >>> bool(abs(err.var() / codec.expected_noise_var(x) - 1) < 0.1)
         True
     """
 
@@ -108,107 +306,61 @@ class DitheredCodec(Codec):
 
     @property
     def step(self) -> float:
-        """Quantizer step Δ = sqrt(12 noise_var)."""
+        """Step of plain dithering, sqrt(12 noise_var) (sparse layers use their own)."""
         return math.sqrt(12.0 * self.noise_var)
 
+    def plan(self, array: Any, seed: int) -> tuple[int, Plan]:
+        """(statistic index, plan) for ``array`` with layer seed ``seed``."""
+        return plan_for(self.noise_var, as_float_array(array).reshape(-1), seed)
+
     def _encode(self, flat: np.ndarray, seed: int) -> tuple[tuple[float, ...], Body]:
-        step, n = self.step, flat.size
-        if max_abs(flat) / step >= _MAX_STEPS:
-            raise ValueError(f"noise_var too small for this input: max|x|/step must be < 2**52, got {max_abs(flat) / step:.3e}")
-        if n == 0:
-            return (step, 0, 0.0, step, 0, 0, 0, 0), []
-        sample = subsample(flat, _SAMPLE)
-        loc = float(np.median(sample))  # robust: outliers must not drag the window away
-        family, scale, _ = _select_model(sample, loc, step)
-        rng = np.random.default_rng(seed)
-        qmin, qmax = math.inf, -math.inf
-        for sl in chunks(n):
-            q = np.round((flat[sl].astype(np.float64) + _dither(rng, sl.stop - sl.start, step)) / step)
-            qmin, qmax = min(qmin, q.min()), max(qmax, q.max())
-        windowed = qmax - qmin + 1 > MAX_ALPHABET
-        if windowed:
-            center = int(np.clip(round(loc / step), qmin + _HALF, qmax - _HALF))
-            lo, hi = -_HALF, _HALF
-        else:
-            center = int(qmin + qmax) // 2
-            lo, hi = int(qmin) - center, int(qmax) - center
-        params = (step, family, loc, scale, center, lo, hi, int(windowed))
-        escapes: list[np.ndarray] = []
+        index, plan = plan_for(self.noise_var, flat, seed)
         encoder = constriction.stream.queue.RangeEncoder()
-        model = continuous_model(family, lo, hi, scale / step) if lo < hi else None  # 1 symbol: nothing to code
-        rng = np.random.default_rng(seed)
-        for sl in chunks(n):
-            u, means = _locations(rng, sl.stop - sl.start, step, loc, center)
-            s = np.round((flat[sl].astype(np.float64) + u) / step) - center
-            if windowed:
-                edge = (s <= lo) | (s >= hi)
-                escapes.append((s[edge] + center).astype("<i8"))
-                s = np.clip(s, lo, hi)
-            if model is not None:
-                encoder.encode(s.astype(np.int32), model, means)
-        esc = np.concatenate(escapes) if escapes else np.zeros(0, "<i8")
-        words = words_bytes(encoder) if model is not None else b""
-        return params, [_U64.pack(esc.size), esc.tobytes(), words]
+        encode_layer(encoder, flat, plan, seed)
+        return (self.noise_var, index, plan.family), [stream_bytes(encoder)]
 
     def encode_reconstruct(self, array: Any, *, seed: int = 0) -> tuple[bytes, np.ndarray]:
-        """Payload and reconstruction ``round((x + u)/Δ) Δ - u``, without range decoding.
-
-        The decoder computes exactly this (escapes carry the unclipped indices), from
-        the same dither stream, with the same float64 arithmetic and dtype store.
-        """
-        payload = self.encode(array, seed=seed)
+        """Payload and, bit for bit, what the decoder returns (in the input dtype)."""
         arr = as_float_array(array)
+        payload = self.encode(arr, seed=seed)
         flat = arr.reshape(-1)
-        out = np.empty(flat.size, dtype=arr.dtype)
-        step, rng = self.step, np.random.default_rng(seed)
-        for sl in chunks(flat.size):
-            u = _dither(rng, sl.stop - sl.start, step)
-            store(out, sl, np.round((flat[sl].astype(np.float64) + u) / step) * step - u)
-        return payload, out.reshape(arr.shape)
+        _, plan = plan_for(self.noise_var, flat, seed)
+        rec = np.empty(flat.size, dtype=np.float64)
+        encode_layer(constriction.stream.queue.RangeEncoder(), flat, plan, seed, out=rec)
+        top = float(np.finfo(arr.dtype).max)
+        return payload, np.clip(rec, -top, top).astype(arr.dtype).reshape(arr.shape)
 
     @classmethod
     def _decode(cls, header: Header, body: memoryview) -> np.ndarray:
-        step, family, loc, scale, center, lo, hi, windowed = expect_params(header, 8, cls.name)
-        n = header.size
-        if not (step > 0 and scale > 0 and math.isfinite(scale / step)):
-            raise CodecError(f"dithered: step and scale must be > 0 with a finite ratio, got {step}, {scale}")
-        family = int_param(family, "dithered family", 0, 2)
-        center = int_param(center, "dithered center", -(2**53), 2**53)
-        lo, hi = int_param(lo, "dithered lo", -_HALF, _HALF), int_param(hi, "dithered hi", -_HALF, _HALF)
-        windowed = int_param(windowed, "dithered windowed flag", 0, 1)
-        if lo > hi:
-            raise CodecError(f"dithered: lo {lo} > hi {hi}")
-        out = np.empty(n, dtype=header.dtype)
-        if n == 0:
-            if len(body):
-                raise CodecError("dithered: non-empty body for an empty array")
-            return out
-        if len(body) < 8:
-            raise CodecError("dithered: body too short for the escape count")
-        (n_esc,) = _U64.unpack_from(body, 0)
-        if n_esc > n or 8 + 8 * n_esc > len(body) or (n_esc and not windowed):
-            raise CodecError(f"dithered: invalid escape count {n_esc}")
-        esc = np.frombuffer(body[8 : 8 + 8 * n_esc], dtype="<i8")
-        decoder = decoder_for(body[8 + 8 * n_esc :])
-        model = continuous_model(family, lo, hi, scale / step) if lo < hi else None
-        rng, used = np.random.default_rng(header.seed), 0
-        for sl in chunks(n):
-            u, means = _locations(rng, sl.stop - sl.start, step, loc, center)
-            s = decode_guarded(decoder, model, means) if model is not None else np.full(means.size, lo)
-            q = s.astype(np.float64) + center
-            if windowed:
-                edge = np.flatnonzero((s <= lo) | (s >= hi))
-                if used + edge.size > n_esc:
-                    raise CodecError("dithered: more escape symbols than escape values")
-                q[edge] = esc[used : used + edge.size]
-                used += edge.size
-            store(out, sl, q * step - u)
-        if used != n_esc:
-            raise CodecError(f"dithered: {n_esc - used} unused escape values")
-        return out
+        noise_var, index, family = expect_params(header, 3, cls.name)
+        if not noise_var > 0:
+            raise CodecError(f"dithered: noise_var must be > 0, got {noise_var}")
+        index = int_param(index, "dithered statistic", 0, SNR_GRID.size - 1)
+        family = int_param(family, "dithered family", 0, 1)
+        snr = float(SNR_GRID[index])
+        plan = plan_layer(noise_var, snr * noise_var, snr, family)
+        if plan.m2 == 0 and len(body):
+            raise CodecError("dithered: non-empty body for a zero layer")
+        if not (math.isfinite(plan.step) and plan.step > 0 and math.isfinite(plan.scale)):
+            raise CodecError(f"dithered: invalid step {plan.step} for noise_var {noise_var}")
+        try:
+            return decode_layer(stream_decoder(body), header.size, plan, header.seed, header.dtype)
+        except OverflowError as err:  # a crafted target whose plan leaves machine range
+            raise CodecError(f"dithered: parameters out of range ({err})") from err
 
     def expected_noise_var(self, array: Any) -> float:
-        return self.noise_var
+        """Expected noise over the dither, the subset and the statistic's rounding."""
+        flat = as_float_array(array).reshape(-1)
+        m2, mean_abs = moments(flat)
+        snr = m2 / self.noise_var
+        if snr == 0:
+            return 0.0
+        low = max(1, min(int(np.searchsorted(SNR_GRID, snr, side="right")) - 1, SNR_GRID.size - 2))
+        a, b = float(SNR_GRID[low]), float(SNR_GRID[low + 1])
+        up = min(1.0, max(0.0, (snr - a) / (b - a)))
+        family = family_from(m2, mean_abs)
+        noise = [plan_layer(self.noise_var, t * self.noise_var, t, family).expected_noise_var(m2) for t in (a, b)]
+        return noise[0] if noise[0] == noise[1] else (1 - up) * noise[0] + up * noise[1]
 
     @classmethod
     def for_noise_var(cls, noise_var: float, array: Any, **params: Any) -> Self:
@@ -216,34 +368,24 @@ class DitheredCodec(Codec):
 
     @classmethod
     def for_bits(cls, bits_per_coord: float, array: Any, **params: Any) -> Self:
-        """Largest noise whose rate fits ``bits_per_coord``: bisection on log Δ of
-        the subsample cross-entropy (model family picked once, at the Gaussian
-        guess for Δ) plus header overhead, then checked by encoding."""
+        """Smallest noise target whose payload fits ``bits_per_coord`` (bisection on the
+        shipped rate curve, then checked by encoding)."""
+        from .rate_curve import bits_per_coord as curve
+
         if not 0 < bits_per_coord <= 16:
             raise ValueError(f"bits_per_coord must be in (0, 16], got {bits_per_coord}")
-        arr = as_float_array(array)
-        flat = arr.reshape(-1)
-        spread = rms(flat)
-        if spread == 0:  # constant zero: every step costs ~0 bits, so take the finest
-            return cls(noise_var=float(np.finfo(np.float64).tiny), **params)
-        sample = subsample(flat, _SAMPLE)
-        loc = float(np.median(sample))
-        guess = spread * math.sqrt(12 / (4.0**bits_per_coord - 1))
-        family, scale, _ = _select_model(sample, loc, guess)
-        z, v = sample / guess, _dither(np.random.default_rng(0), sample.size, 1.0)
-        overhead = 8 * (108 + 8 * flat.ndim) / flat.size  # header, escape count, coder flush
-        lo_log, hi_log = math.log2(spread) - 24, math.log2(max_abs(flat) + spread) + 6
-        for _ in range(40):
-            mid = 0.5 * (lo_log + hi_log)
-            ratio = guess / 2.0**mid  # rescale the sample to units of the trial step
-            if _symbol_bits(z * ratio, v, family, loc / 2.0**mid, scale / 2.0**mid) + overhead > bits_per_coord:
-                lo_log = mid
-            else:
-                hi_log = mid
-        step = 2.0**hi_log
-        for _ in range(20):  # the estimate can be a little optimistic: verify
-            codec = cls(noise_var=step**2 / 12, **params)
-            if 8 * len(codec.encode(arr)) <= bits_per_coord * flat.size:
+        flat = as_float_array(array).reshape(-1)
+        m2 = float(rms(flat)) ** 2
+        if m2 == 0:
+            return cls(noise_var=1.0, **params)
+        lo, hi = math.log2(m2) - 40, math.log2(m2) + 20
+        for _ in range(50):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if curve(2.0**mid, m2 / 2.0**mid) > bits_per_coord else (lo, mid)
+        noise_var = 2.0**hi
+        for _ in range(40):  # the curve ignores framing and non-Gaussian data: verify
+            codec = cls(noise_var=noise_var, **params)
+            if 8 * len(codec.encode(flat)) <= bits_per_coord * flat.size:
                 break
-            step *= 1.02
+            noise_var *= 1.05
         return codec

@@ -80,4 +80,7 @@ def decode(payload: bytes | bytearray | memoryview, *, max_elements: int = 2**28
         raise
     except BaseException as err:  # crafted input slipped past validation (Rust panics included)
         raise CodecError(f"undetected malformed {cls.name} payload ({type(err).__name__}: {err})") from err
-    return flat.reshape(header.shape)
+    try:
+        return flat.reshape(header.shape)
+    except (ValueError, OverflowError, MemoryError) as err:  # e.g. shape (0, 2**63)
+        raise CodecError(f"cannot shape the decoded array as {header.shape}: {err}") from err
