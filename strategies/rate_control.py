@@ -350,7 +350,8 @@ class RateControl:
         if problem := app_metrics_problem(reply, weight_key):
             raise RejectedReply("metrics") from RejectedReply(problem)
         side = SideInformation(decoded.sent.server_round, decoded.sent.global_arrays,
-                               self.previous_update, [u.update for u in decoded.updates])
+                               self.previous_update, [u.update for u in decoded.updates],
+                               request=decoded.sent.requests[node_id], node_id=node_id)
         try:
             return self.decode_reply(reply, side, decoded.sent)
         except RejectedReply as err:

@@ -17,7 +17,7 @@ from flwr.serverapp.strategy import (
 
 from flrd.clients import compression_mod
 from flrd.policy import RatePolicy
-from flrd.protocol import CompressionRequest
+from flrd.protocol import MESSAGE_ARRAY, CompressionRequest
 from flrd.strategies import (
     RateControl,
     BASELINES,
@@ -44,12 +44,12 @@ def _arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in record.items()}
 
 
-def test_realized_bits_equal_what_flower_counts_minus_the_layer_names():
+def test_realized_bits_equal_what_flower_counts_minus_the_array_name():
     grid = _grid()
     result = RateAwareFedAvg(**NO_EVAL).start(grid, initial_arrays(), num_rounds=3)
     per_round = [grid.replies[5 * r:5 * r + 5] for r in range(3)]
     for server_round, replies in enumerate(per_round, start=1):
-        counted = sum(r.content["arrays"].count_bytes() - len("w") - len("b") for r in replies)
+        counted = sum(r.content["arrays"].count_bytes() - len(MESSAGE_ARRAY) for r in replies)
         assert result.train_metrics_clientapp[server_round]["flrd.uplink-bits"] == 8 * counted
         assert result.train_metrics_clientapp[server_round]["flrd.accepted"] == 5
 
