@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
 
 from .errors import CodecError
-from .header import Header, pack_payload
+from .header import Header, pack_payload, parse_payload
 from .numerics import as_float_array, check_finite
 
 Body = list[bytes | memoryview]
+C = TypeVar("C", bound="type[Codec]")
+
+#: Every codec class by name and by wire id, filled by :func:`register` at import.
+CODECS: dict[str, type[Codec]] = {}
+CODECS_BY_ID: dict[int, type[Codec]] = {}
+
+
+def register(cls: type[C]) -> type[C]:
+    """Class decorator adding a codec to :data:`CODECS`; names and ids must be unique.
+
+    Raises ``TypeError`` at import when a name or wire id is taken, so two codecs can
+    never decode each other's payloads.
+    """
+    if cls.name in CODECS or cls.codec_id in CODECS_BY_ID:
+        raise TypeError(f"codec {cls.__name__}: name {cls.name!r} or id {cls.codec_id} "
+                        "is already registered")
+    if not 0 < cls.codec_id < 256:
+        raise TypeError(f"codec {cls.__name__}: id {cls.codec_id} must fit one byte (1..255)")
+    CODECS[cls.name] = cls
+    CODECS_BY_ID[cls.codec_id] = cls
+    return cls
 
 
 class Codec(abc.ABC):
@@ -60,10 +81,36 @@ class Codec(abc.ABC):
         Clients use it to measure their realized noise. This default decodes; codecs
         that know the reconstruction while encoding override it to skip that work.
         """
-        from .registry import decode  # the registry imports every codec module
-
         payload = self.encode(array, seed=seed)
-        return payload, decode(payload)
+        return payload, self.decode_payload(payload)
+
+    @classmethod
+    def decode_payload(cls, payload: bytes | bytearray | memoryview, *,
+                       max_elements: int = 2**28) -> np.ndarray:
+        """Decode a payload of this codec (any codec's: :func:`flrd.codecs.decode`).
+
+        Raises:
+            CodecError: for any malformed payload or one of another codec, before
+                anything proportional to its declared size is allocated.
+        """
+        if not isinstance(max_elements, (int, np.integer)) or max_elements < 0:
+            raise ValueError(f"max_elements must be an int >= 0, got {max_elements!r}")
+        header, body = parse_payload(payload, int(max_elements))
+        if header.codec_id != cls.codec_id:
+            raise CodecError(f"payload of codec id {header.codec_id}, expected {cls.name} "
+                             f"(id {cls.codec_id})")
+        try:
+            with np.errstate(all="ignore"):  # crafted scales may overflow; store() clips
+                flat = cls._decode(header, body)
+        except (CodecError, MemoryError, KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as err:  # crafted input slipped past validation (Rust panics too)
+            raise CodecError(f"undetected malformed {cls.name} payload "
+                             f"({type(err).__name__}: {err})") from err
+        try:
+            return flat.reshape(header.shape)
+        except (ValueError, OverflowError, MemoryError) as err:  # e.g. shape (0, 2**63)
+            raise CodecError(f"cannot shape the decoded array as {header.shape}: {err}") from err
 
     @abc.abstractmethod
     def _encode(self, flat: np.ndarray, seed: int) -> tuple[tuple[float, ...], Body]:

@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Self
 import constriction
 import numpy as np
 
-from .base import Body, Codec, expect_params, int_param, positive_float
+from .base import Body, Codec, expect_params, int_param, positive_float, register
 from .errors import CodecError
 from .header import Header
 from .numerics import as_float_array, chunks, max_abs, rms, store
@@ -278,6 +278,7 @@ def plan_for(noise_var: float, flat: np.ndarray, key: int, family: int | None = 
     return index, plan_layer(noise_var, snr * noise_var, snr, fam)
 
 
+@register
 @dataclass(frozen=True)
 class DitheredCodec(Codec):
     """Unbiased dithered quantizer meeting the noise target ``noise_var``: plain

@@ -8,7 +8,6 @@ import numpy as np
 
 from .base import Codec
 from .numerics import as_float_array
-from .registry import decode
 
 
 class ErrorFeedback:
@@ -42,8 +41,9 @@ class ErrorFeedback:
             raise ValueError(f"array shape {x.shape} differs from the residual's {self.residual.shape}")
         work_dtype = np.result_type(x.dtype, np.float32)
         target = x.astype(work_dtype) + (self.residual if self.residual is not None else 0)
-        payload = self.codec.encode(target.astype(x.dtype), seed=seed)
-        self.residual = target - decode(payload).astype(work_dtype)
+        # The codec's own reconstruction: exactly what decode(payload) returns, no second pass.
+        payload, sent = self.codec.encode_reconstruct(target.astype(x.dtype), seed=seed)
+        self.residual = target - sent.astype(work_dtype)
         return payload
 
     def state_dict(self) -> dict[str, np.ndarray]:

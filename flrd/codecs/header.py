@@ -83,6 +83,27 @@ def pack_payload(header: Header, body: Sequence[bytes | memoryview]) -> bytes:
     return b"".join([head, *body, _CRC.pack(crc)])
 
 
+def peek_codec_id(payload: bytes | bytearray | memoryview) -> int:
+    """The codec id of a payload whose prefix (magic, version) is valid; the rest is
+    checked by :func:`parse_payload` when the codec decodes it."""
+    view = _byte_view(payload)
+    if len(view) < _PREFIX.size:
+        raise CodecError(f"payload too short: {len(view)} bytes < {MIN_PAYLOAD}")
+    magic, version, codec_id, _, _ = _PREFIX.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise CodecError(f"wrong magic {bytes(magic)!r}, expected {MAGIC!r}")
+    if version != VERSION:
+        raise CodecError(f"unsupported format version {version}, expected {VERSION}")
+    return int(codec_id)
+
+
+def _byte_view(payload: object) -> memoryview:
+    try:  # anything exposing a contiguous buffer: bytes, memoryview, uint8 ndarray
+        return memoryview(payload).cast("B")  # type: ignore[arg-type]
+    except TypeError as err:
+        raise CodecError(f"payload must be bytes-like, got {type(payload).__name__}") from err
+
+
 def parse_payload(payload: bytes | bytearray | memoryview, max_elements: int) -> tuple[Header, memoryview]:
     """Validate the framing of ``payload`` and return its header and body view.
 
@@ -90,10 +111,7 @@ def parse_payload(payload: bytes | bytearray | memoryview, max_elements: int) ->
         CodecError: on any inconsistency; nothing proportional to declared sizes is
             allocated before the checks pass.
     """
-    try:  # anything exposing a contiguous buffer: bytes, memoryview, uint8 ndarray
-        view = memoryview(payload).cast("B")  # type: ignore[arg-type]
-    except TypeError as err:
-        raise CodecError(f"payload must be bytes-like, got {type(payload).__name__}") from err
+    view = _byte_view(payload)
     if len(view) < MIN_PAYLOAD:
         raise CodecError(f"payload too short: {len(view)} bytes < {MIN_PAYLOAD}")
     magic, version, codec_id, dtype_code, ndim = _PREFIX.unpack_from(view, 0)

@@ -22,7 +22,7 @@ import constriction
 import numpy as np
 from scipy import special, stats
 
-from .base import Body, Codec, expect_params, int_param
+from .base import Body, Codec, expect_params, int_param, register
 from .entropy import categorical_probs, decode_guarded, decoder_for, words_bytes
 from .errors import CodecError
 from .header import Header
@@ -66,6 +66,7 @@ def _model(codebook: Design) -> constriction.stream.model.Categorical:
     return categorical_probs(np.maximum(np.round(codebook.probs * _PROB_GRID), 1.0))
 
 
+@register
 @dataclass(frozen=True)
 class M22Codec(Codec):
     """Fitted-law Lloyd–Max quantizer with magnitude weight ``|x|^m``.

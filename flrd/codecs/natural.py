@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Body, FixedRateCodec, expect_params, int_param
+from .base import Body, FixedRateCodec, expect_params, int_param, register
 from .entropy import decode_categorical, encode_categorical
 from .errors import CodecError
 from .header import Header
@@ -33,6 +33,7 @@ def _split(x: np.ndarray, e0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mag, lower, upper
 
 
+@register
 @dataclass(frozen=True)
 class NaturalCodec(FixedRateCodec):
     """Unbiased power-of-two rounding (about 1 + H(exponent) bits per entry).

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from .base import Body, Codec, expect_params, int_param
+from .base import Body, Codec, expect_params, int_param, register
 from .entropy import decode_categorical, encode_categorical
 from .errors import CodecError
 from .header import Header
@@ -26,6 +26,7 @@ def _fractions(flat: np.ndarray, norm: float, levels: int, sl: slice) -> np.ndar
     return np.abs(flat[sl], dtype=np.float64) / norm * levels
 
 
+@register
 @dataclass(frozen=True)
 class QSGDCodec(Codec):
     """Unbiased QSGD quantizer with ``levels`` levels per sign.

@@ -7,13 +7,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Body, FixedRateCodec, expect_body, expect_params
+from .base import Body, FixedRateCodec, expect_body, expect_params, register
 from .header import Header
 from .numerics import as_float_array, chunks, max_abs, sq_error_mean, store
 
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
+@register
 @dataclass(frozen=True)
 class Float32Codec(FixedRateCodec):
     """Send every entry as a little-endian float32.

@@ -1,4 +1,8 @@
-"""Codec lookup by name and payload decoding by codec id."""
+"""Codec lookup by name and payload decoding by codec id.
+
+Each codec module registers its class with :func:`flrd.codecs.base.register`; this
+module imports them all, so :data:`CODECS` is complete once ``flrd.codecs`` is imported.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from .base import Codec
-from .dithered import DitheredCodec
+# Importing the codec modules registers their classes.
+from . import dithered, m22, natural, qsgd, raw, sign, sparse, terngrad  # noqa: F401
+from .base import CODECS, CODECS_BY_ID, Codec
 from .errors import CodecError
-from .header import parse_payload
-from .m22 import M22Codec
-from .natural import NaturalCodec
-from .qsgd import QSGDCodec
-from .raw import Float32Codec
-from .sign import SignCodec
-from .sparse import RandKCodec, TopKCodec
-from .terngrad import TernGradCodec
-
-CODECS: dict[str, type[Codec]] = {
-    cls.name: cls
-    for cls in (
-        Float32Codec,
-        DitheredCodec,
-        M22Codec,
-        SignCodec,
-        QSGDCodec,
-        TernGradCodec,
-        TopKCodec,
-        RandKCodec,
-        NaturalCodec,
-    )
-}
-_BY_ID = {cls.codec_id: cls for cls in CODECS.values()}
+from .header import peek_codec_id
 
 
 def codec_class(name: str) -> type[Codec]:
@@ -67,20 +49,7 @@ def decode(payload: bytes | bytearray | memoryview, *, max_elements: int = 2**28
         >>> decode(get("float32").encode(np.eye(2))).tolist()
         [[1.0, 0.0], [0.0, 1.0]]
     """
-    if not isinstance(max_elements, (int, np.integer)) or max_elements < 0:
-        raise ValueError(f"max_elements must be an int >= 0, got {max_elements!r}")
-    header, body = parse_payload(payload, int(max_elements))
-    if header.codec_id not in _BY_ID:
-        raise CodecError(f"unknown codec id {header.codec_id}")
-    cls = _BY_ID[header.codec_id]
-    try:
-        with np.errstate(all="ignore"):  # crafted scales may overflow; store() clips
-            flat = cls._decode(header, body)
-    except (CodecError, MemoryError, KeyboardInterrupt, SystemExit, GeneratorExit):
-        raise
-    except BaseException as err:  # crafted input slipped past validation (Rust panics included)
-        raise CodecError(f"undetected malformed {cls.name} payload ({type(err).__name__}: {err})") from err
-    try:
-        return flat.reshape(header.shape)
-    except (ValueError, OverflowError, MemoryError) as err:  # e.g. shape (0, 2**63)
-        raise CodecError(f"cannot shape the decoded array as {header.shape}: {err}") from err
+    codec_id = peek_codec_id(payload)
+    if codec_id not in CODECS_BY_ID:
+        raise CodecError(f"unknown codec id {codec_id}")
+    return CODECS_BY_ID[codec_id].decode_payload(payload, max_elements=max_elements)

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from .base import Body, Codec, expect_body, expect_params, int_param
+from .base import Body, Codec, expect_body, expect_params, int_param, register
 from .errors import CodecError
 from .header import Header
 from .numerics import as_float_array, chunks, mean_abs, rms, store
@@ -16,6 +16,7 @@ from .numerics import as_float_array, chunks, mean_abs, rms, store
 SCALES = ("mean_abs", "gaussian")
 
 
+@register
 @dataclass(frozen=True)
 class SignCodec(Codec):
     """Send ``x >= 0`` as one bit per entry; decode ``±s``.

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from .base import Body, Codec, expect_body, expect_params, int_param
+from .base import Body, Codec, expect_body, expect_params, int_param, register
 from .errors import CodecError
 from .header import Header
 from .indices import elias_fano_decode, elias_fano_encode, elias_fano_size, random_subset, top_k_indices
@@ -86,6 +86,7 @@ class _Sparse(Codec):
         """Payload size for ``k`` kept entries out of ``n``."""
 
 
+@register
 @dataclass(frozen=True)
 class TopKCodec(_Sparse):
     """Keep the ``k`` largest-magnitude entries (biased; use with ErrorFeedback).
@@ -139,6 +140,7 @@ class TopKCodec(_Sparse):
         return _HEADER_BYTES + elias_fano_size(n, k) + k * self._itemsize
 
 
+@register
 @dataclass(frozen=True)
 class RandKCodec(_Sparse):
     """Keep ``k`` uniformly random entries scaled by ``n/k`` (unbiased up to value

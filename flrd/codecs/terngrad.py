@@ -12,13 +12,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Body, FixedRateCodec, expect_params
+from .base import Body, FixedRateCodec, expect_params, register
 from .entropy import decode_categorical, encode_categorical
 from .errors import CodecError
 from .header import Header
 from .numerics import as_float_array, chunks, max_abs, store
 
 
+@register
 @dataclass(frozen=True)
 class TernGradCodec(FixedRateCodec):
     """Unbiased ternary quantizer (no parameters).
