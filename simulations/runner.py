@@ -44,7 +44,7 @@ def run_policy(settings: Settings, spec: PolicySpec, seed: int, progress=None) -
             if evaluation is not None:
                 progress.set_postfix(acc=f"{float(evaluation['test-accuracy']):.3f}")
 
-    server = build_server_app(config, on_round=on_round,
+    server = build_server_app(config, on_round=on_round, print_rounds=progress is None,
                               sink=lambda result, layers: captured.update(result=result, layers=layers))
     simulate(server, build_client_app(config.to_run_config()), settings.num_clients, config,
              client_cpus=settings.client_cpus, out_dir=settings.out_dir, quiet=progress is not None)

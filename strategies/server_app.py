@@ -52,8 +52,9 @@ def build_strategy_from_config(config: RunConfig, layer_sizes: list[int]) -> Rat
     )
 
 
-def run_server(grid: Grid, config: RunConfig, *, on_round: RoundHook | None = None) -> Result:
-    """Train for ``num_server_rounds`` rounds; print one line per round.
+def run_server(grid: Grid, config: RunConfig, *, on_round: RoundHook | None = None,
+               print_rounds: bool = True) -> Result:
+    """Train for ``num_server_rounds`` rounds; print one line per round (``print_rounds``).
 
     ``on_round(server_round, evaluation)`` is called after each round's evaluation
     (e.g. for a progress bar).
@@ -72,27 +73,28 @@ def run_server(grid: Grid, config: RunConfig, *, on_round: RoundHook | None = No
         except StateError as err:  # one documented error, naming the file and the field
             raise StateFileError(state_dir / STATE_FILE, err.field, str(err)) from None
         arrays = ArrayRecord({name: Array(values) for name, values in saved.items()})
-    evaluator = _Evaluator(model, strategy, state_dir, config.central_eval, on_round)
+    evaluator = _Evaluator(model, strategy, state_dir, config.central_eval, on_round, print_rounds)
     return strategy.start(grid=grid, initial_arrays=arrays, num_rounds=config.num_server_rounds,
                           timeout=config.round_timeout, train_config=ConfigRecord(),
                           evaluate_fn=evaluator)
 
 
 def build_server_app(config: RunConfig | None = None, *, sink: ResultSink | None = None,
-                     on_round: RoundHook | None = None) -> ServerApp:
+                     on_round: RoundHook | None = None, print_rounds: bool = True) -> ServerApp:
     """The reference ServerApp.
 
     Args:
         config: fixed run config; when None, the ``flwr run`` run config is read.
         sink: receives the strategy's Result and the model's ``(layer, size)`` list.
         on_round: called after each round's evaluation (see :func:`run_server`).
+        print_rounds: print one line per round (off under a progress bar).
     """
     server = ServerApp()
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
         run_config = config if config is not None else RunConfig.from_run_config(context.run_config)
-        result = run_server(grid, run_config, on_round=on_round)
+        result = run_server(grid, run_config, on_round=on_round, print_rounds=print_rounds)
         if sink is not None:
             state = build_model(run_config.model).state_dict()
             sink(result, [(name, t.numel()) for name, t in state.items()])
@@ -104,9 +106,9 @@ class _Evaluator:
     """Strategy.start's per-round callback: central accuracy, saved state, the round's line."""
 
     def __init__(self, model: torch.nn.Module, strategy: RateControl, state_dir: Path | None,
-                 central_eval: bool, on_round: RoundHook | None) -> None:
+                 central_eval: bool, on_round: RoundHook | None, print_rounds: bool) -> None:
         self.model, self.strategy, self.state_dir = model, strategy, state_dir
-        self.central_eval, self.on_round = central_eval, on_round
+        self.central_eval, self.on_round, self.print_rounds = central_eval, on_round, print_rounds
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if self.state_dir is not None and server_round > 0:
@@ -114,7 +116,8 @@ class _Evaluator:
                        self.strategy.state_dict())
         evaluation = self._evaluate(arrays) if self.central_eval else None
         if server_round > 0:
-            print(format_round(self.strategy.last_round_metrics, evaluation), flush=True)
+            if self.print_rounds:
+                print(format_round(self.strategy.last_round_metrics, evaluation), flush=True)
             if self.on_round is not None:
                 self.on_round(server_round, evaluation)
         return evaluation

@@ -47,6 +47,16 @@ _CRC = struct.Struct("<I")
 MIN_PAYLOAD = _PREFIX.size + 8 + 1 + 8 + _CRC.size
 
 
+def header_bytes(ndim: int, num_params: int) -> int:
+    """Bytes of framing around a body: prefix, shape, seed, parameters, length, CRC32.
+
+    Example:
+        >>> header_bytes(ndim=2, num_params=2)  # a 2-D sign payload: 61 B + 2 B of bits
+        61
+    """
+    return MIN_PAYLOAD + 8 * ndim + 8 * num_params
+
+
 @dataclass(frozen=True)
 class Header:
     """Decoded header fields; ``params`` are the codec's float64 parameters."""

@@ -17,6 +17,7 @@ from flwr.serverapp.strategy import (
 
 from flrd.clients import compression_mod
 from flrd.policy import RatePolicy
+from flrd.codecs.header import header_bytes
 from flrd.protocol import MESSAGE_ARRAY, CompressionRequest
 from flrd.strategies import (
     RateControl,
@@ -217,9 +218,10 @@ def test_every_baseline_runs_two_rounds(name):
         assert request.bits == 2.0
     if name == "fixed-lambda":
         assert metrics["flrd.planned-lambda"] == 2.0
-    if name.startswith("signsgd"):  # one bit per coordinate plus the payload header
+    if name.startswith("signsgd"):  # one bit per coordinate plus each layer's sign payload
         bits_per_client = metrics["flrd.uplink-bits"] / 3
-        assert 210 <= bits_per_client < 210 + 2 * 8 * 120
+        headers = header_bytes(2, 2) + header_bytes(1, 2)  # layers w (20, 10) and b (10,)
+        assert 210 + 8 * headers <= bits_per_client < 210 + 8 * (headers + 32)
 
 
 def test_empty_rounds_and_all_failures_keep_the_model():

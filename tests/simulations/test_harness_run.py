@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from flrd.codecs.header import header_bytes
 from flrd.config import RunConfig
 from flrd.simulations.records import read_csv
 from flrd.simulations.settings import Settings
@@ -21,8 +22,10 @@ def test_small_sweep_writes_consistent_records(tmp_path):
     assert all([r["round"] for r in rows] == [0.0, 1.0, 2.0] for rows in by_policy.values())
     d = 199_210
     for row in by_policy["float32"][1:]:
-        # 32 bits per coordinate plus only headers: 6 layers x 3 clients.
-        assert 32 * d * 3 <= row["uplink_bits"] <= 32 * d * 3 + 8 * 3 * 6 * 80
+        # 32 bits per coordinate plus each layer's float32 payload header (6 layers, 2-D
+        # weights and 1-D biases), and a few bytes of message framing and statistics.
+        headers = 3 * (header_bytes(2, 0) + header_bytes(1, 0))
+        assert 32 * d * 3 + 8 * 3 * headers <= row["uplink_bits"] <= 32 * d * 3 + 8 * 3 * (headers + 64)
         assert row["uplink_bits_cum"] >= row["uplink_bits"]
     for row in by_policy["rate-aware"][1:] + by_policy["fixed-lambda=2"][1:]:
         assert row["bits_per_coord"] < 8  # compressed, far below float32
