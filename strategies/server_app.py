@@ -13,9 +13,10 @@ Flower's own per-round log shows too.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -59,9 +60,26 @@ def run_server(grid: Grid, config: RunConfig, *, on_round: RoundHook | None = No
     ``on_round(server_round, evaluation)`` is called after each round's evaluation
     (e.g. for a progress bar).
     """
-    if not config.verbose:
-        for name in _QUIET_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
+    with _quiet(not config.verbose):
+        return _run(grid, config, on_round, print_rounds)
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool) -> Iterator[None]:
+    """Flower's per-round INFO log off (warnings stay) while the server runs."""
+    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    if enabled:
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _run(grid: Grid, config: RunConfig, on_round: RoundHook | None, print_rounds: bool) -> Result:
     model = build_model(config.model, seed=config.seed)
     arrays = ArrayRecord(model.state_dict())
     strategy = build_strategy_from_config(config, [a.size for a in arrays.to_numpy_ndarrays()])
