@@ -38,6 +38,8 @@ from flrd import theory
 
 from .wyner_ziv import BLOCK, dithered_rate, wz_rate
 
+MIN_WZ_COORDS = 4096  # shorter blocks: BP fails too often and headers dominate
+
 DITHERED_OVERHEAD_BITS = 8 * 120  # header and coder flush of flrd.codecs.DitheredCodec per layer
 
 
@@ -113,8 +115,9 @@ def plan_layer(sx2: float, s2: float, K: int, D: float, prior_var: float | None 
             wz = wz_rate(cond_std / step, n)
         except ValueError:  # spread beyond MAX_PLANES: the side information is useless here
             wz = math.inf
-        coding = "wz" if wz < independent else "independent"
-        clients.append(ClientPlan(k, coding, cond_std, min(wz, independent), wz, float(vertex[k])))
+        useful = n >= MIN_WZ_COORDS and (k > 0 or prior_var < sx2)  # position 0 without a temporal prior: none
+        coding = "wz" if useful and wz < independent else "independent"
+        clients.append(ClientPlan(k, coding, cond_std, wz if coding == "wz" else independent, wz, float(vertex[k])))
     return LayerPlan(
         noise_var=noise_var,
         step=step,

@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 VAR_DEGREE = 3
-ITERATIONS = 60  # bounded decoder work: ITERATIONS * VAR_DEGREE * n message updates
+ITERATIONS = 200  # bounded decoder work: ITERATIONS * VAR_DEGREE * n message updates
 _LLR_CLIP = 30.0  # tanh(15) rounds to 1 within 2e-13: larger LLRs add nothing
 _PAD_LLR = 2 * _LLR_CLIP  # the padding bit is a known 0
 _TINY = 1e-300

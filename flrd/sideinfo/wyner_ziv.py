@@ -61,6 +61,7 @@ OVERLOAD_PROB = 1e-9  # per coordinate, Gaussian model: y falls outside the wind
 GAP = 0.25  # syndrome bits above the plane entropy: regular degree-3 BP needs ~1.22x at 2-6.5e4 bits
 SPREAD_MARGIN = 2.5  # extra relative margin 2.5/sqrt(expected errors): sparse planes fluctuate
 MIN_CHECKS = 24
+RAW_ABOVE = 0.9  # syndrome rates above this go raw: low-rate regular codes decode poorly
 NEGLIGIBLE_ERRORS = 1e-4  # expected hard-decision errors per block below which a plane is not coded
 _T_GRID = 64  # dither offsets averaged in the plane model
 _CHUNK = 1 << 13
@@ -84,8 +85,8 @@ def planes_for(spread: float) -> int:
     half = spread * float(special.ndtri(1 - OVERLOAD_PROB / 2)) + 1  # round(Z + t) >= 2^(J-1) needs Z >= 2^(J-1) - 1
     planes = max(1, math.ceil(math.log2(half)) + 1)
     if planes > MAX_PLANES:
-        raise ValueError(f"cond_std / step must be <= {(2 ** (MAX_PLANES - 1) - 1) / (half - 1) * spread:.3g} "
-                         f"(window of 2^{MAX_PLANES} steps), got {spread:.3g}: code this layer independently")
+        raise ValueError(f"cond_std / step = {spread:.3g} needs more than MAX_PLANES = {MAX_PLANES} planes "
+                         f"(a window of 2^{MAX_PLANES} steps): code this layer independently")
     return planes
 
 
@@ -118,7 +119,10 @@ def plane_entropies(spread: float) -> tuple[tuple[float, ...], tuple[float, ...]
 def dithered_rate(spread: float) -> float:
     """``H(q | u)`` in bit/coordinate for ``y ~ N(0, (spread Δ)²)``: what an ideal
     entropy coder spends on independent dithered quantization (the range-coded
-    :class:`flrd.codecs.DitheredCodec` comes within a few 0.01 bit)."""
+    :class:`flrd.codecs.DitheredCodec` comes within a few 0.01 bit). Above a spread
+    of 4 it uses the high-resolution form ``log2(sqrt(2 pi e) spread)`` (within 0.01)."""
+    if spread > 4:
+        return math.log2(math.sqrt(2 * math.pi * math.e) * spread)
     return float(sum(plane_entropies(spread)[0]))
 
 
@@ -131,7 +135,8 @@ def plane_checks(spread: float, n: int) -> list[int]:
             checks.append(0)
         else:
             margin = 1 + GAP + SPREAD_MARGIN / math.sqrt(n * e_j)
-            checks.append(min(n, math.ceil(n * margin * h_j) + MIN_CHECKS))
+            m = math.ceil(n * margin * h_j) + MIN_CHECKS
+            checks.append(n if m > RAW_ABOVE * n else m)
     return checks
 
 
