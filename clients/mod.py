@@ -9,9 +9,10 @@ On a train message whose ConfigRecord carries ``flrd.`` keys (see
 ``new - received`` weights (sent as float32), encodes the whole update into one
 flrd message (:mod:`flrd.codecs.message`: statistics travel inside it) and replaces
 the reply's ArrayRecord (same record name) with one payload Array named
-:data:`~flrd.protocol.MESSAGE_ARRAY`. It adds the MetricRecord ``"flrd.metrics"``
-holding only the client's encode time (diagnostic; counted as report bytes);
-``num-examples`` stays in the app's own metrics. In audit mode the exact update
+:data:`~flrd.protocol.MESSAGE_ARRAY`. Only when asked does it add the MetricRecord
+``"flrd.metrics"``: the encode time in audit mode, the node's link key when the
+request names one (both counted as report bytes); ``num-examples`` stays in the app's
+own metrics. In audit mode the exact update
 travels as ArrayRecord ``"flrd.exact-update"``. Error-feedback
 residuals persist in ``context.state["flrd.error-feedback"]``. Messages of other types,
 and train messages without ``flrd.`` keys, pass through untouched.
@@ -33,7 +34,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import log
 from flwr.common.constant import ErrorCode
 
-from flrd.protocol import (AUDIT_RECORD, ENCODE_SECONDS, MESSAGE_ARRAY, METRICS_RECORD, NUM_EXAMPLES,
+from flrd.protocol import (AUDIT_RECORD, ENCODE_SECONDS, LINK_KEY, MESSAGE_ARRAY, METRICS_RECORD, NUM_EXAMPLES,
                            CompressionRequest)
 
 from .compress import Residuals, compress_update
@@ -103,9 +104,24 @@ def _compress_reply(reply: Message, request: CompressionRequest,
     if request.error_feedback:
         _store_residuals(context, out.residuals)
     reply.content[key] = ArrayRecord({MESSAGE_ARRAY: wrap_payload(out.payload)})
-    reply.content[METRICS_RECORD] = MetricRecord({ENCODE_SECONDS: float(out.report.encode_seconds)})
+    if report := _report(request, out.report.encode_seconds, context):
+        reply.content[METRICS_RECORD] = report
     if request.audit:
         reply.content[AUDIT_RECORD] = ArrayRecord({n: Array(g) for n, g in update.items()})
+
+
+def _report(request: CompressionRequest, encode_seconds: float, context: Context) -> MetricRecord | None:
+    """What travels beside the payload, only when asked: the encode time (audit mode)
+    and the node's link key (``request.link_key``)."""
+    values: dict[str, int | float] = {}
+    if request.audit:
+        values[ENCODE_SECONDS] = float(encode_seconds)
+    if request.link_key is not None:
+        key = context.node_config.get(request.link_key)
+        if isinstance(key, bool) or not isinstance(key, int):
+            raise ValueError(f"node config {request.link_key!r} must be an integer, got {key!r}")
+        values[LINK_KEY] = key
+    return MetricRecord(values) if values else None
 
 
 def _difference(trained: Array, received: np.ndarray, name: str) -> np.ndarray:

@@ -34,6 +34,7 @@ __all__ = [
     "ENCODE_SECONDS",
     "ERROR_FEEDBACK",
     "KEY_PREFIX",
+    "LINK_KEY",
     "M2",
     "MESSAGE_ARRAY",
     "METRICS_RECORD",
@@ -62,7 +63,9 @@ BITS = "flrd.bits"
 ERROR_FEEDBACK = "flrd.error-feedback"
 AUDIT = "flrd.audit"
 SEED = "flrd.seed"
-_REQUEST_KEYS = frozenset({CODEC, NOISE_VAR, RELATIVE_NOISE, BITS, ERROR_FEEDBACK, AUDIT, SEED})
+LINK_KEY = "flrd.link-key"
+_REQUEST_KEYS = frozenset({CODEC, NOISE_VAR, RELATIVE_NOISE, BITS, ERROR_FEEDBACK, AUDIT, SEED,
+                           LINK_KEY})
 
 # Reply records and MetricRecord keys, client -> server.
 METRICS_RECORD = "flrd.metrics"
@@ -94,6 +97,9 @@ class CompressionRequest:
         error_feedback: carry the compression error into the next round (client state).
         audit: also ship the exact update, outside the bit accounting (testing only).
         seed: round seed; clients mix in their node id and the layer index.
+        link_key: a node-config key (e.g. ``partition-id``) whose integer value the client
+            reports as :data:`LINK_KEY` beside its payload, so that the server can price
+            its link (water-filling); None: nothing is reported.
     """
 
     codec: str
@@ -103,6 +109,7 @@ class CompressionRequest:
     error_feedback: bool = False
     audit: bool = False
     seed: int = 0
+    link_key: str | None = None
 
     def __post_init__(self) -> None:
         if not self.codec:
@@ -126,6 +133,8 @@ class CompressionRequest:
             AUDIT: self.audit,
             SEED: int(self.seed),
         }
+        if self.link_key is not None:
+            config[LINK_KEY] = self.link_key
         if self.noise_var is not None:
             config[NOISE_VAR] = [float(v) for v in self.noise_var]
         if self.relative_noise is not None:
@@ -161,6 +170,9 @@ class CompressionRequest:
         seed = config.get(SEED, 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"{SEED} must be an integer, got {seed!r}")
+        link_key = config.get(LINK_KEY)
+        if link_key is not None and not isinstance(link_key, str):
+            raise ValueError(f"{LINK_KEY} must be a string, got {link_key!r}")
         return cls(
             codec=codec,
             noise_var=None if noise_var is None else tuple(float(v) for v in noise_var),
@@ -169,6 +181,7 @@ class CompressionRequest:
             error_feedback=flags[ERROR_FEEDBACK],
             audit=flags[AUDIT],
             seed=seed,
+            link_key=link_key,
         )
 
 

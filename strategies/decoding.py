@@ -13,6 +13,7 @@ may touch the aggregate.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -36,6 +37,7 @@ __all__ = [
     "UpdateDecoder",
     "decode_reply",
     "reply_payload_bytes",
+    "reply_record_bytes",
     "reply_report_bytes",
 ]
 
@@ -133,8 +135,11 @@ class DecodedRound:
 
     ``updates[i]`` came in ``replies[i]``; ``uplink_bytes`` counts the payload of every
     reply that arrived, accepted or not (statistics travel inside it); ``report_bytes``
-    the ``flrd.metrics`` records (the clients' encode time) that travelled beside them. ``seconds`` times flrd's server work on the
-    round: decoding here, plus the policy's estimation once observed.
+    the ``flrd.metrics`` records (the clients' encode time) that travelled beside them;
+    ``reply_bytes`` every record of every reply as Flower counts it (the app's own
+    metrics, audit records and Flower's per-record metadata included). ``excluded``
+    counts the replies left out, by kind. ``*_seconds`` time flrd's server work on the
+    round: decoding, and the policy's estimation once observed.
     """
 
     sent: SentRound
@@ -142,6 +147,8 @@ class DecodedRound:
     replies: list[Message] = field(default_factory=list)
     uplink_bytes: int = 0
     report_bytes: int = 0
+    reply_bytes: int = 0
+    excluded: Counter[str] = field(default_factory=Counter)
     num_replies: int = 0
     num_failed: int = 0
     num_rejected: int = 0
@@ -155,6 +162,13 @@ def reply_payload_bytes(reply: Message) -> int:
         return 0
     return sum(payload_bytes(record) for key, record in reply.content.array_records.items()
                if key != AUDIT_RECORD)
+
+
+def reply_record_bytes(reply: Message) -> int:
+    """Bytes of every record in the reply, as Flower's ``count_bytes`` counts them."""
+    if reply.has_error():
+        return 0
+    return sum(record.count_bytes() for record in reply.content.values())
 
 
 def reply_report_bytes(reply: Message) -> int:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from logging import INFO, WARNING
@@ -57,6 +56,7 @@ from .decoding import (
     UpdateDecoder,
     decode_reply,
     reply_payload_bytes,
+    reply_record_bytes,
     reply_report_bytes,
 )
 from .reporting import format_round, round_metrics
@@ -153,7 +153,6 @@ class RateControl:
         self.previous_update: Arrays | None = None
         self.sent_round: SentRound | None = None
         self._policy_state: StateDict | None = None
-        self.excluded: Counter[str] = Counter()  # the last round's exclusions, by kind
         self.last_round_metrics = MetricRecord()  # for per-round printing in a ServerApp
 
     # ------------------------------------------------------------------ hooks
@@ -314,16 +313,16 @@ class RateControl:
         """Decode every reply that can be trusted; log why any other is left out.
 
         Replies are taken in node-id order, so the aggregate does not depend on the
-        order in which they arrived. Exclusions are counted by kind in ``excluded``.
+        order in which they arrived. Exclusions are counted by kind in ``decoded.excluded``.
         """
         started = time.perf_counter()
         decoded = DecodedRound(sent)
-        self.excluded = Counter[str]()
         weight_key = getattr(self, "weighted_by_key", None)
         for reply in sorted(replies, key=lambda r: r.metadata.src_node_id):
             decoded.num_replies += 1
             decoded.uplink_bytes += reply_payload_bytes(reply)
             decoded.report_bytes += reply_report_bytes(reply)
+            decoded.reply_bytes += reply_record_bytes(reply)
             node_id = reply.metadata.src_node_id
             if reply.has_error():
                 decoded.num_failed += 1
@@ -382,7 +381,7 @@ class RateControl:
 
     def _exclude(self, decoded: DecodedRound, node_id: int, kind: str, reason: str) -> None:
         decoded.num_rejected += 1
-        self.excluded[kind] += 1
+        decoded.excluded[kind] += 1
         log(WARNING, "flrd: reply from node %s left out (%s): %s", node_id, kind, reason)
 
     def observe_round(self, decoded: DecodedRound, applied: Arrays | None,
@@ -398,7 +397,6 @@ class RateControl:
         self.previous_update = applied
         self.rounds_completed += 1
         return round_metrics(self.rounds_completed, decoded, self.policy, applied, weights,
-                             excluded=self.excluded,
                              rate_controlled=self.bits is None and self.codec != "float32")
 
     def _observe_policy(self, decoded: DecodedRound) -> None:

@@ -7,9 +7,12 @@ Keys (all prefixed ``flrd.``):
 
 - outcome: ``round``, ``sent``, ``replies``, ``accepted``, ``failed``, ``rejected`` and
   ``rejected-<kind>`` (``protocol``, ``metrics``, ``payload``, ``outlier``);
-- realized cost: ``uplink-bits`` (8 x payload bytes of every reply that arrived),
-  ``report-bits`` (8 x bytes of the ``flrd.metrics`` records beside them),
-  ``accepted-bits``, ``bits-per-coord`` (accepted bits per client and coordinate);
+- realized cost: ``uplink-bits`` (8 x payload bytes of every reply that arrived,
+  framing and statistics included), of the accepted replies ``framing-bits`` and
+  ``stats-bits`` (parts of the payload), ``accepted-bits``, ``bits-per-coord``
+  (accepted bits per client and coordinate); ``report-bits`` (the ``flrd.metrics``
+  timing records beside the payloads) and ``reply-bits`` (every record of every
+  reply as Flower counts it: the floor a deployment really pays);
 - time: ``encode-seconds`` (summed over accepted clients), ``decode-seconds``,
   ``estimate-seconds``;
 - the plan (rate-controlled policies only): ``warmup``, ``planned-lambda``,
@@ -49,7 +52,7 @@ REJECTION_KINDS = ("protocol", "metrics", "payload", "outlier")
 
 def round_metrics(round_index: int, decoded: DecodedRound, policy: RatePolicy | None,
                   applied: Arrays | None, weights: np.ndarray | None, *,
-                  excluded: Mapping[str, int], rate_controlled: bool) -> MetricRecord:
+                  rate_controlled: bool) -> MetricRecord:
     """The MetricRecord of one round (see the module docstring for the keys)."""
     sizes = _sizes(decoded)
     accepted_bits = 8 * sum(u.payload_bytes for u in decoded.updates)
@@ -61,9 +64,12 @@ def round_metrics(round_index: int, decoded: DecodedRound, policy: RatePolicy | 
         "flrd.accepted": clients,
         "flrd.failed": decoded.num_failed,
         "flrd.rejected": decoded.num_rejected,
-        **{f"flrd.rejected-{kind}": int(excluded.get(kind, 0)) for kind in REJECTION_KINDS},
+        **{f"flrd.rejected-{kind}": int(decoded.excluded[kind]) for kind in REJECTION_KINDS},
         "flrd.uplink-bits": 8 * decoded.uplink_bytes,
+        "flrd.framing-bits": 8 * sum(u.report.framing_bytes for u in decoded.updates),
+        "flrd.stats-bits": 8 * sum(u.report.stats_bytes for u in decoded.updates),
         "flrd.report-bits": 8 * decoded.report_bytes,
+        "flrd.reply-bits": 8 * decoded.reply_bytes,
         "flrd.accepted-bits": accepted_bits,
         "flrd.bits-per-coord": float(accepted_bits / (clients * sizes.sum())) if clients else 0.0,
         "flrd.encode-seconds": float(sum(u.report.encode_seconds for u in decoded.updates)),

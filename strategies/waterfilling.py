@@ -12,12 +12,14 @@ weight nearly zero.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 from flwr.app import MetricRecord
 
 from flrd import theory
-from flrd.protocol import METRICS_RECORD
+from flrd.policy import RoundPlan
+from flrd.protocol import LINK_KEY, METRICS_RECORD, CompressionRequest
 from flrd.state_file import require_float_list, require_int
 
 from .aggregation import Arrays, inverse_variance_weights
@@ -27,7 +29,6 @@ from .rate_control import StateDict
 
 __all__ = ["WaterfillingFedAvg"]
 
-LINK_KEY_METRIC = "flrd.link-key"  # TODO(merge): moves to flrd.protocol with the client mod
 SILENT_NOISE_FACTOR = 1e6  # noise target of silent clients, relative to the layer's sx2 + s2
 
 
@@ -100,6 +101,12 @@ class WaterfillingFedAvg(RateAwareFedAvg):
                 out[:, layer] = np.where(precision > 0, 1.0 / precision - s2_k, silent[layer])
         return {n: np.maximum(out[i], 0.0) for i, n in enumerate(node_ids)}
 
+    def codec_for(self, server_round: int, node_id: int, plan: RoundPlan,
+                  targets: np.ndarray | None) -> CompressionRequest:
+        """RateAwareFedAvg's request, asking for the node's link key when links are priced."""
+        request = super().codec_for(server_round, node_id, plan, targets)
+        return replace(request, link_key=self.link_cost_key) if self.link_costs else request
+
     def silent_noise(self) -> np.ndarray:
         """The noise target of clients above the water level, per layer."""
         assert self.policy is not None and self.policy.sx2 is not None and self.policy.s2 is not None
@@ -131,7 +138,7 @@ class WaterfillingFedAvg(RateAwareFedAvg):
         """Remember each client's second moments and link key, then observe as usual."""
         for update, reply in zip(decoded.updates, decoded.replies, strict=True):
             self.client_m2[update.node_id] = np.asarray(update.report.m2, dtype=np.float64)
-            key = reply.content.metric_records.get(METRICS_RECORD, {}).get(LINK_KEY_METRIC)
+            key = reply.content.metric_records.get(METRICS_RECORD, {}).get(LINK_KEY)
             if isinstance(key, int):
                 self.node_keys[update.node_id] = key
         return super().observe_round(decoded, applied, weights)

@@ -55,14 +55,21 @@ def test_realized_bits_equal_what_flower_counts_minus_the_array_name():
         assert result.train_metrics_clientapp[server_round]["flrd.accepted"] == 5
 
 
-def test_report_bits_equal_what_flower_counts_for_the_metrics_records():
+def test_report_and_reply_bits_equal_what_flower_counts():
+    plain = _grid()
+    result = RateAwareFedAvg(**NO_EVAL).start(plain, initial_arrays(), num_rounds=1)
+    assert all("flrd.metrics" not in r.content.metric_records for r in plain.replies)
+    assert result.train_metrics_clientapp[1]["flrd.report-bits"] == 0  # nothing beside the payload
+
     grid = _grid()
-    result = RateAwareFedAvg(**NO_EVAL).start(grid, initial_arrays(), num_rounds=2)
+    result = RateAwareFedAvg(audit=True, **NO_EVAL).start(grid, initial_arrays(), num_rounds=2)
     for server_round in (1, 2):
         replies = grid.replies[5 * (server_round - 1):5 * server_round]
         counted = sum(r.content.metric_records["flrd.metrics"].count_bytes() for r in replies)
-        assert counted > 0
-        assert result.train_metrics_clientapp[server_round]["flrd.report-bits"] == 8 * counted
+        whole = sum(record.count_bytes() for r in replies for record in r.content.values())
+        metrics = result.train_metrics_clientapp[server_round]
+        assert counted > 0 and metrics["flrd.report-bits"] == 8 * counted
+        assert metrics["flrd.reply-bits"] == 8 * whole > metrics["flrd.uplink-bits"]
 
 
 def test_rounds_follow_the_policy_and_report_bounds():

@@ -58,9 +58,10 @@ def test_clients_above_the_water_level_are_silenced_and_get_no_weight():
 
 
 def test_rounds_run_and_the_dear_link_gets_the_larger_target():
+    """Link costs keyed by partition-id, which clients report when asked (flrd.link-key)."""
     grid = InProcessGrid(plain_client_app([compression_mod]), 4)
-    dear = sorted(grid.get_node_ids())[0]
-    result = WaterfillingFedAvg(link_costs={dear: 8.0}, fraction_evaluate=0.0).start(
+    dear = sorted(grid.get_node_ids())[0]  # partition-id 0: costs are keyed by it, not node ids
+    result = WaterfillingFedAvg(link_costs={0: 8.0}, fraction_evaluate=0.0).start(
         grid, initial_arrays(), num_rounds=3)
     assert result.train_metrics_clientapp[3]["flrd.accepted"] == 4
     last = {m.metadata.dst_node_id: CompressionRequest.from_config(next(iter(m.content.config_records.values())))
