@@ -82,7 +82,8 @@ def records_from_result(result: Result, policy: str, seed: int, layers: list[tup
             "policy": policy, "seed": seed, "round": server_round,
             "clients": int(train.get("flrd.accepted", 0)),  # type: ignore[arg-type]
             "uplink_bits": bits, "uplink_bits_cum": cumulative,
-            "report_bits": int(train.get("flrd.report-bits", 0)),  # type: ignore[arg-type]
+            **{f"{part}_bits": int(train.get(f"flrd.{part}-bits", 0))  # type: ignore[arg-type]
+               for part in ("framing", "stats", "report", "reply")},
             "bits_per_coord": number("flrd.bits-per-coord"),
             "rejected": int(train.get("flrd.rejected", 0)),  # type: ignore[arg-type]
             "test_loss": float(evaluation["test-loss"]),  # type: ignore[arg-type]
