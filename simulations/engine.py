@@ -41,10 +41,25 @@ def simulate(server: ServerApp, client: ClientApp, num_supernodes: int, config: 
     # Ray workers import from their working directory first. Started from a source
     # checkout, they would find its flrd/ folder, which lacks flrd.clients & co. (the
     # wheel maps those), so they start in the output folder instead.
+    flower_log = logging.getLogger("flwr")
+    deprecation = _DropDeprecationNotice()
+    flower_log.addFilter(deprecation)  # this adapter is where that notice is handled
     with contextlib.chdir(out_dir), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*run_simulation.*", category=DeprecationWarning)
-        run_simulation(
-            server_app=server, client_app=client, num_supernodes=num_supernodes,
-            backend_config={"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0},
-                            "init_args": {"logging_level": "ERROR", "log_to_driver": False}},
-        )
+        try:
+            run_simulation(
+                server_app=server, client_app=client, num_supernodes=num_supernodes,
+                backend_config={"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0},
+                                "init_args": {"logging_level": "ERROR", "log_to_driver": False}},
+            )
+        finally:
+            flower_log.removeFilter(deprecation)
+
+
+class _DropDeprecationNotice(logging.Filter):
+    """Drops Flower's logged notice that ``run_simulation`` is deprecated (see above)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("run_simulation" in message or "deprecated feature" in message.lower()
+                    or "entirely in future versions" in message)

@@ -12,7 +12,10 @@ from numpy.typing import ArrayLike, NDArray
 from . import checks
 
 
-def _homogeneous_args(D: ArrayLike, sx2: ArrayLike, s2: ArrayLike, K: ArrayLike):
+Arrays4 = tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
+
+
+def _homogeneous_args(D: ArrayLike, sx2: ArrayLike, s2: ArrayLike, K: ArrayLike) -> Arrays4:
     K = checks.workers(K)
     sx2 = checks.nonnegative("sx2", sx2)
     s2 = checks.nonnegative("s2", s2)

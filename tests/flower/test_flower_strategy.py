@@ -285,22 +285,6 @@ def test_the_decoder_receives_side_information():
         np.testing.assert_allclose(decoder.seen[6][2][name], values, atol=1e-6)
 
 
-def test_client_side_dp_clipping_composes_with_the_mod():
-    from flwr.clientapp.mod import fixedclipping_mod
-    from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping
-
-    inner = DifferentialPrivacyClientSideFixedClipping(
-        FedAvg(**NO_EVAL), noise_multiplier=0.0, clipping_norm=1e-3, num_sampled_clients=3)
-    grid = InProcessGrid(plain_client_app([compression_mod, fixedclipping_mod]), 3)
-    result = CompressedStrategy(inner, codec="float32", audit=True).start(
-        grid, initial_arrays(), num_rounds=1)
-    assert result.train_metrics_clientapp[1]["flrd.accepted"] == 3
-    for reply in grid.replies:  # each client's exact update was clipped before compression
-        exact = reply.content["flrd.exact-update"]
-        norm = np.sqrt(sum(np.sum(a.numpy().astype(np.float64) ** 2) for a in exact.values()))
-        assert norm <= 1e-3 * (1 + 1e-5)
-
-
 class BrokenRule(RateAwareFedAvg):
     def noise_targets(self, server_round, plan):
         return np.array([0.1, 0.1, 0.1])  # three targets for a two-layer model
