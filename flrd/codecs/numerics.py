@@ -21,9 +21,16 @@ F64 = NDArray[np.float64]
 
 
 def as_float_array(array: object) -> np.ndarray:
-    """Return ``array`` as a float16/32/64 numpy array (torch CPU tensors accepted)."""
+    """Return ``array`` as a float16/32/64 numpy array (torch tensors accepted).
+
+    numpy has no bfloat16: a bfloat16 tensor becomes float32, which holds every
+    bfloat16 value exactly, and decodes as float32.
+    """
     if hasattr(array, "detach"):  # torch tensor; never import torch here
-        array = array.detach().cpu().numpy()  # type: ignore[attr-defined]
+        tensor = array.detach()  # type: ignore[attr-defined]
+        if str(tensor.dtype) == "torch.bfloat16":
+            tensor = tensor.float()
+        array = tensor.cpu().numpy()
     arr = np.asarray(array)
     if arr.dtype not in DTYPE_CODES:
         raise ValueError(f"array dtype must be float16, float32 or float64, got {arr.dtype}")

@@ -37,3 +37,22 @@ def test_garbage_is_a_codec_error_before_dispatch():
         codecs.decode(b"NOPE" + bytes(40))
     with pytest.raises(codecs.CodecError, match="bytes-like"):
         codecs.decode(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_torch_updates_are_accepted(dtype):
+    import torch
+
+    from flrd.codecs.message import decode_update, encode_update
+    from flrd.protocol import CompressionRequest
+
+    x = torch.randn(4096, generator=torch.Generator().manual_seed(0)).to(getattr(torch, dtype))
+    payload = codecs.get("dithered", noise_var=0.01).encode(x, seed=3)
+    exact = x.float().numpy().astype(np.float64)
+    decoded = codecs.decode(payload)
+    assert decoded.dtype == (np.float16 if dtype == "float16" else np.float32)
+    assert abs(np.mean((decoded.astype(np.float64) - exact) ** 2) / 0.01 - 1) < 0.15
+    request = CompressionRequest(codec="dithered", noise_var=(0.01,))
+    message = encode_update({"w": x}, request, node_id=7)
+    back = decode_update(message.payload, request, node_id=7, layout={"w": (4096,)})
+    assert abs(np.mean((back.arrays["w"] - exact) ** 2) / 0.01 - 1) < 0.15
