@@ -42,6 +42,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedProx, FedYogi
 
+from flrd.codecs import codec_class
 from flrd.policy import RatePolicy, RoundPlan
 from flrd.protocol import AUDIT_RECORD, METRICS_RECORD, CompressionRequest
 from flrd.state_file import require_int
@@ -130,9 +131,7 @@ class RateControl:
                  audit: bool = False, seed: int = 0, decoder: UpdateDecoder | None = None,
                  loss_key: str = "train_loss", **kwargs: object) -> None:
         super().__init__(**kwargs)
-        from flrd.codecs import codec_class  # validates the name now, not in every client
-
-        codec_class(codec)
+        codec_class(codec)  # an unknown name fails here, not in every client
         if bits is not None and not 0 < bits <= 32:
             raise ValueError(f"bits must be in (0, 32] bits per coordinate, got {bits!r}")
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
@@ -407,9 +406,11 @@ class RateControl:
         from .aggregation import weighted_mean
 
         by_examples = example_weights(updates, len(decoded.sent.global_arrays))
-        # With audit records the estimates use the exact updates: THEORY.md §8 assumes
-        # quantization errors independent of the gradient, which biased codecs break.
-        exact = all(u.exact is not None for u in updates)
+        # THEORY.md §8 assumes quantization errors independent of the gradient, which
+        # biased codecs (sign, top-k) break: their estimates use the audited exact
+        # updates when there are any. Unbiased codecs estimate from what was decoded, as
+        # in a deployment without audit, so a simulation measures the deployed system.
+        exact = not codec_class(self.codec).unbiased and all(u.exact is not None for u in updates)
         weights, mean = by_examples[:, 0], weighted_mean(updates, by_examples, exact=exact)
         qnoise = (np.zeros((len(updates), len(mean))) if exact
                   else np.array([u.report.qnoise for u in updates]))
