@@ -39,8 +39,8 @@ def write_report(out: Path, settings: Settings, table, points, rounds) -> Path:
               "audited compression error of the aggregate. `uplink` is 8 x the payload bytes "
               "(framing and statistics included); `framing` and `stats` are its parts; "
               "`Flower reply` is every record of every reply as Flower counts it (the app's own "
-              "metrics, audit records and Flower's per-record metadata too): what a deployment "
-              "pays. `warm-up` is round 1's share of all uplink bits. Lossless policies (float32) "
+              "metrics and Flower's per-record metadata too; not the audit record): what a "
+              "deployment pays. `warm-up` is round 1's share of all uplink bits. Lossless policies (float32) "
               "have no finite bound; for biased codecs (sign, top-k, M22) the bounds of unbiased "
               "estimation are a reference, not a limit.", "",
               "| policy | uplink / R_ind: mean | worst round | uplink / R_sum | framing | stats "

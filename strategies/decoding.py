@@ -137,7 +137,7 @@ class DecodedRound:
     reply that arrived, accepted or not (statistics travel inside it); ``report_bytes``
     the ``flrd.metrics`` records (the clients' encode time) that travelled beside them;
     ``reply_bytes`` every record of every reply as Flower counts it (the app's own
-    metrics, audit records and Flower's per-record metadata included). ``excluded``
+    metrics and Flower's per-record metadata included; the audit record left out). ``excluded``
     counts the replies left out, by kind. ``*_seconds`` time flrd's server work on the
     round: decoding, and the policy's estimation once observed.
     """
@@ -165,10 +165,11 @@ def reply_payload_bytes(reply: Message) -> int:
 
 
 def reply_record_bytes(reply: Message) -> int:
-    """Bytes of every record in the reply, as Flower's ``count_bytes`` counts them."""
+    """Bytes of every record in the reply as Flower's ``count_bytes`` counts them, except
+    the audit record (a measurement aid that no deployment sends)."""
     if reply.has_error():
         return 0
-    return sum(record.count_bytes() for record in reply.content.values())
+    return sum(record.count_bytes() for key, record in reply.content.items() if key != AUDIT_RECORD)
 
 
 def reply_report_bytes(reply: Message) -> int:

@@ -12,7 +12,7 @@ Keys (all prefixed ``flrd.``):
   ``stats-bits`` (parts of the payload), ``accepted-bits``, ``bits-per-coord``
   (accepted bits per client and coordinate); ``report-bits`` (the ``flrd.metrics``
   timing records beside the payloads) and ``reply-bits`` (every record of every
-  reply as Flower counts it: the floor a deployment really pays);
+  reply as Flower counts it, the audit record left out: what a deployment pays);
 - time: ``encode-seconds`` (summed over accepted clients), ``decode-seconds``,
   ``estimate-seconds``;
 - the plan (rate-controlled policies only): ``warmup``, ``planned-lambda``,
