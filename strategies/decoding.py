@@ -42,6 +42,7 @@ __all__ = [
 Arrays = Mapping[str, np.ndarray]
 STATISTIC_SPREAD = 100.0  # a transmitted m2 this far above what the update explains is refused
 _TINY = 1e-30  # all-zero layers: zero statistics
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,8 @@ def _checked(update: Mapping[str, np.ndarray], reference: Arrays) -> dict[str, n
         if values.shape != np.shape(reference[name]):
             raise RejectedReply(f"layer {name!r}: decoded shape {values.shape} != "
                                 f"model shape {np.shape(reference[name])}")
-        if not np.all(np.isfinite(values)):
+        # Decoders clip non-finite values to the dtype's range: float32's limit is Inf too.
+        if not np.all(np.abs(values) < _FLOAT32_MAX):
             raise RejectedReply(f"layer {name!r}: decoded update is not finite")
         checked[name] = values
     return checked
