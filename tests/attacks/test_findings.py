@@ -143,3 +143,25 @@ def test_waterfilling_resumes_to_identical_decisions():
         return {m.metadata.dst_node_id: dict(m.content["config"]) for m in messages}
 
     assert by_node(a) == by_node(b) and len(a) == 6
+
+
+def test_forged_report_records_have_no_effect():
+    """``flrd.qnoise``, ``flrd.m2`` and ``flrd.payload-bits`` are no longer read: a reply
+    carrying forged ones aggregates and steers exactly like the same reply without."""
+    from flrd.protocol import M2, METRICS_RECORD, PAYLOAD_BITS, QNOISE
+
+    run = Round(RateAwareFedAvg(**NO_EVAL))
+    run.run(1), run.run(2)
+    messages = list(run.strategy.configure_train(3, run.arrays, ConfigRecord(), run.grid))
+    replies = run.grid.send_and_receive(messages)
+    twin = copy.deepcopy(run.strategy)
+    forged = copy.deepcopy(replies)
+    for reply in forged:
+        reply.content[METRICS_RECORD][M2] = [1e6, 1e6]
+        reply.content[METRICS_RECORD][QNOISE] = [1e-30, 1e-30]
+        reply.content[METRICS_RECORD][PAYLOAD_BITS] = 8
+    arrays, metrics = run.strategy.aggregate_train(3, forged)
+    expected, expected_metrics = twin.aggregate_train(3, copy.deepcopy(replies))
+    assert_same_arrays(arrays, expected)
+    assert metrics["flrd.uplink-bits"] == expected_metrics["flrd.uplink-bits"]
+    assert run.strategy.policy.state_dict() == twin.policy.state_dict()
