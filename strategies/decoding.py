@@ -42,6 +42,9 @@ __all__ = [
 ]
 
 Arrays = Mapping[str, np.ndarray]
+STATISTIC_SPREAD = 100.0  # a transmitted m2 this far above what the update explains is refused
+_TINY = 1e-30  # all-zero layers: zero statistics
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,9 @@ def decode_reply(reply: Message, decoder: UpdateDecoder, side: SideInformation,
     if request is None:
         raise RejectedReply("no request known for this node: cannot decode its reply")
     side = replace(side, request=request, node_id=node_id)
+    if AUDIT_RECORD in content.array_records and not request.audit:
+        # Never read: a forged exact update would otherwise feed the estimates.
+        raise RejectedReply(f"an {AUDIT_RECORD!r} record the server did not ask for")
     records = [r for key, r in content.array_records.items() if key != AUDIT_RECORD]
     if len(records) != 1:
         raise RejectedReply(f"expected one payload ArrayRecord, got {len(records)}")
@@ -210,9 +216,11 @@ def decode_reply(reply: Message, decoder: UpdateDecoder, side: SideInformation,
         num_examples=_num_examples(content), encode_seconds=_encode_seconds(content),
         framing_bytes=decoded.framing_bytes, stats_bytes=decoded.stats_bytes,
     )
+    arrays = _checked(decoded.arrays, side.global_arrays)
+    if problem := _statistics_problem(arrays, decoded.m2, decoded.noise_var):
+        raise RejectedReply(problem)
     exact = _audit(content.array_records.get(AUDIT_RECORD), side.global_arrays)
-    return ClientUpdate(node_id, _checked(decoded.arrays, side.global_arrays),
-                        report, len(payload), noise_var, exact)
+    return ClientUpdate(node_id, arrays, report, len(payload), noise_var, exact)
 
 
 def _num_examples(content: RecordDict) -> float:
@@ -242,10 +250,27 @@ def _checked(update: Mapping[str, np.ndarray], reference: Arrays) -> dict[str, n
         if values.shape != np.shape(reference[name]):
             raise RejectedReply(f"layer {name!r}: decoded shape {values.shape} != "
                                 f"model shape {np.shape(reference[name])}")
-        if not np.all(np.isfinite(values)):
+        # Decoders clip non-finite values to the dtype's range: float32's limit is Inf too.
+        if not np.all(np.abs(values) < _FLOAT32_MAX):
             raise RejectedReply(f"layer {name!r}: decoded update is not finite")
         checked[name] = values
     return checked
+
+
+def _statistics_problem(arrays: Mapping[str, np.ndarray], m2: Sequence[float],
+                        noise_var: Sequence[float]) -> str | None:
+    """Why a transmitted ``m2`` cannot belong to the decoded update, or None.
+
+    For every codec the decoded mean square lies within ``m2 +- noise`` (unbiased codecs
+    add the noise, biased ones such as sign or top-k remove it), so an ``m2`` more than
+    ``STATISTIC_SPREAD`` times what the decoded update and its noise explain was forged.
+    """
+    for (name, values), layer_m2, layer_noise in zip(arrays.items(), m2, noise_var, strict=True):
+        power = float(np.mean(np.square(values))) if values.size else 0.0
+        if not math.isfinite(layer_m2) or layer_m2 > STATISTIC_SPREAD * (power + layer_noise) + _TINY:
+            return (f"layer {name!r}: transmitted m2 {layer_m2:.3g} does not fit the decoded "
+                    f"update (mean square {power:.3g}, noise {layer_noise:.3g})")
+    return None
 
 
 def _audit(record: ArrayRecord | None, reference: Arrays) -> dict[str, np.ndarray] | None:

@@ -49,6 +49,7 @@ from flrd.protocol import CompressionRequest
 from .base import Codec
 from .dithered import Plan, decode_layer, encode_layer, family_from, moments, plan_layer, stat_uniform
 from .errors import CodecError
+from .header import parse_payload
 from .numerics import as_float_array, rms
 from .registry import codec_class, decode, get
 from .stats import ABS_GRID, SNR_GRID, abs_bytes, read_abs, read_snr, round_to_grid, snr_bytes
@@ -308,7 +309,13 @@ def _decode(view: memoryview, request: CompressionRequest, node_id: int,
             length, pos = _read_varint(view, pos)
             if pos + length > len(view):
                 raise CodecError(f"layer {name!r}: declared {length} bytes, {len(view) - pos} left")
-            values = decode(view[pos : pos + length], max_elements=sizes[i])
+            block = view[pos : pos + length]
+            header, _ = parse_payload(block, sizes[i])
+            if header.codec_id != codec_class(request.codec).codec_id or \
+                    header.seed != layer_seed(request.seed, node_id, i):
+                raise CodecError(f"layer {name!r}: block of codec id {header.codec_id} with another "
+                                 f"seed or codec than the {request.codec!r} layer requested")
+            values = decode(block, max_elements=sizes[i])
             pos += length
             if values.shape != layout[name]:
                 raise CodecError(f"layer {name!r}: shape {values.shape} != {layout[name]}")
@@ -323,6 +330,10 @@ def _decode(view: memoryview, request: CompressionRequest, node_id: int,
         plan = _plan(request, i, stat[i], family)
         arrays[name] = decode_layer(decoder, sizes[i], plan, layer_seed(request.seed, node_id, i)).reshape(layout[name])
         m2s[i], noise[i] = plan.m2, plan.expected_noise_var(plan.m2)
+    # Bytes the decoder never reads are not what the request asked for (e.g. another
+    # codec's message framed with this request's check).
+    if (_DITHERED in kinds and not decoder.maybe_exhausted()) or (_DITHERED not in kinds and pos != len(view)):
+        raise CodecError("trailing bytes after the message's last layer")
     ordered = {name: arrays[name] for name in names}
     return DecodedUpdate(ordered, tuple(m2s), tuple(noise), FRAMING_BYTES, stats_bytes,
                          len(view) - FRAMING_BYTES - stats_bytes)

@@ -1,84 +1,40 @@
-"""Failing, silent and malicious clients: rounds finish, accounting stays exact."""
+"""Failing, silent and malicious clients: rounds finish, accounting stays exact.
+
+The garbage kinds are the attack suite's (``tests/attacks/hostile.py``), crafted against
+the one-message-per-reply format; ``tests/attacks`` checks each one in detail.
+"""
 
 from __future__ import annotations
 
 import copy
-import struct
-import zlib
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from flower_fakes import InProcessGrid, initial_arrays, plain_client_app
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message
+from flwr.app import ConfigRecord, Message
 
 from flrd.clients import compression_mod
-from flrd.clients.transport import wrap_payload
-from flrd import codecs
-from flrd.protocol import METRICS_RECORD, PAYLOAD_BITS
 from flrd.strategies import RateAwareFedAvg
 from flrd.strategies.transport import is_payload
 
+sys.path.insert(0, str(Path(__file__).parent.parent / "attacks"))
+import hostile  # noqa: E402
+from rounds import context_of  # noqa: E402
+
 NUM_NODES, NUM_ROUNDS = 10, 6
-
-
-def _flip_byte(reply: Message) -> None:
-    array = reply.content["arrays"]["w"]
-    data = bytearray(array.data)
-    data[len(data) // 2] ^= 0x40
-    reply.content["arrays"]["w"] = wrap_payload(bytes(data))
-
-
-def _truncate(reply: Message) -> None:
-    reply.content["arrays"]["b"] = wrap_payload(reply.content["arrays"]["b"].data[:-9])
-    _fix_bits(reply)  # so that the decoder, not the bit check, catches it
-
-
-def _rename_layer(reply: Message) -> None:
-    arrays = reply.content["arrays"]
-    reply.content["arrays"] = ArrayRecord({"w": arrays["w"], "bias": arrays["b"]})
-
-
-def _wrong_shape(reply: Message) -> None:
-    payload = codecs.get("float32").encode(np.zeros(11, np.float32))
-    reply.content["arrays"]["b"] = wrap_payload(payload)
-    _fix_bits(reply)
-
-
-def _lie_about_bits(reply: Message) -> None:
-    reply.content[METRICS_RECORD][PAYLOAD_BITS] = 8
-
-
-def _drop_metrics(reply: Message) -> None:
-    del reply.content[METRICS_RECORD]
-
-
-def _nan_update(reply: Message) -> None:
-    """A well-formed payload (valid CRC) that decodes to NaN."""
-    payload = bytearray(codecs.get("float32").encode(np.zeros(10, np.float32)))
-    body_end = len(payload) - 4
-    payload[body_end - 4:body_end] = struct.pack("<f", np.nan)
-    payload[body_end:] = struct.pack("<I", zlib.crc32(bytes(payload[:body_end])))
-    reply.content["arrays"]["b"] = wrap_payload(bytes(payload))
-    _fix_bits(reply)
-
-
-def _plain_weights(reply: Message) -> None:
-    reply.content["arrays"] = ArrayRecord({k: Array(np.zeros(3)) for k in ("w", "b")})
-
-
-def _fix_bits(reply: Message) -> None:
-    sent = sum(len(a.data) for a in reply.content["arrays"].values())
-    reply.content[METRICS_RECORD][PAYLOAD_BITS] = 8 * sent
-
-
-GARBAGE = [_flip_byte, _truncate, _rename_layer, _wrong_shape, _lie_about_bits,
-           _drop_metrics, _nan_update, _plain_weights]
+GARBAGE = [hostile.flip_byte, hostile.truncate, hostile.rename_array, hostile.extra_array,
+           hostile.missing_array, hostile.replay_other_node, hostile.replay_earlier_round,
+           hostile.float32_for_dithered, hostile.forged_m2, hostile.unrequested_audit,
+           hostile.plain_weights, hostile.huge_audit_header]
 
 
 class Chaos:
     """Each round: node 2r fails in the app, node 2r+1 sends garbage, node 2r+2 is silent."""
 
     def __init__(self) -> None:
+        self.grid: InProcessGrid | None = None
         self.garbage_nodes: set[tuple[int, int]] = set()
         self.silent_nodes: set[tuple[int, int]] = set()
 
@@ -88,7 +44,8 @@ class Chaos:
     def hook(self, server_round: int, node_id: int, reply: Message) -> Message | None:
         pid = node_id - 101
         if pid == (2 * server_round + 1) % NUM_NODES and not reply.has_error():
-            GARBAGE[server_round % len(GARBAGE)](reply)
+            sent = self.grid.sent[-1]  # the message this reply answers
+            GARBAGE[server_round % len(GARBAGE)](reply, context_of(sent, reply))
             self.garbage_nodes.add((server_round, node_id))
         if pid == (2 * server_round + 2) % NUM_NODES:
             self.silent_nodes.add((server_round, node_id))
@@ -106,7 +63,8 @@ def test_failures_and_garbage_are_excluded_and_accounting_is_exact(offset, caplo
     app = plain_client_app([compression_mod],
                            fail=lambda r, pid: chaos.failing(r + offset, pid))
     grid = InProcessGrid(app, NUM_NODES, reply_hook=hook)
-    strategy = RateAwareFedAvg(fraction_evaluate=0.0, audit=True)
+    chaos.grid = grid
+    strategy = RateAwareFedAvg(fraction_evaluate=0.0)
     result = strategy.start(grid, initial_arrays(), num_rounds=NUM_ROUNDS)
 
     delivered = iter(grid.replies)
@@ -131,17 +89,19 @@ def test_the_aggregate_is_the_mean_of_the_honest_updates_only():
     chaos = Chaos()
     grid = InProcessGrid(plain_client_app([compression_mod], fail=chaos.failing), NUM_NODES,
                          reply_hook=chaos.hook)
+    chaos.grid = grid
     strategy = RateAwareFedAvg(fraction_evaluate=0.0, codec="float32")
     start = initial_arrays()
-    result = strategy.start(grid, start, num_rounds=1)
-    honest = [r for r in grid.replies if not r.has_error()
+    messages = list(strategy.configure_train(1, start, ConfigRecord(), grid))
+    replies = grid.send_and_receive(messages)
+    twin = copy.deepcopy(strategy)
+    honest = [r for r in replies if not r.has_error()
               and (1, r.metadata.src_node_id) not in chaos.garbage_nodes]
-    examples = np.array([r.content["metrics"]["num-examples"] for r in honest], float)
+    arrays, _ = strategy.aggregate_train(1, copy.deepcopy(replies))
+    expected, _ = twin.aggregate_train(1, copy.deepcopy(honest))
+    assert len(honest) == NUM_NODES - 3
     for name in ("w", "b"):
-        mean = sum(w * codecs.decode(r.content["arrays"][name].data).astype(np.float64)
-                   for w, r in zip(examples / examples.sum(), honest))
-        expected = start[name].numpy().astype(np.float64) + mean
-        np.testing.assert_allclose(result.arrays[name].numpy(), expected, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(arrays[name].numpy(), expected[name].numpy())
 
 
 def test_replies_from_unsampled_or_repeated_nodes_are_rejected():
