@@ -49,8 +49,8 @@ def main() -> None:
             idx = parts[k]
             train_local(model, data.x_train[idx], data.y_train[idx], steps=20, seed=int(rnd * 1000 + k))
             deltas.append([a - b for a, b in zip(get_weights(model), weights)])
-        m2 = np.array([[np.mean(d[l] ** 2) for l in range(len(n_l))] for d in deltas])
-        mean = [np.mean([d[l] for d in deltas], axis=0) for l in range(len(n_l))]
+        m2 = np.array([[np.mean(d[layer] ** 2) for layer in range(len(n_l))] for d in deltas])
+        mean = [np.mean([d[layer] for d in deltas], axis=0) for layer in range(len(n_l))]
         est = theory.estimate_variances(m2, np.array([np.sum(g**2) for g in mean]), n_l)
         sx2, s2 = est.sx2, est.s2
         criterion = float(np.sum(n_l * (sx2**2 - s2**2 / K) / (sx2 + s2)))

@@ -16,8 +16,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
-from flwr.app import UserConfigValue
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict, UserConfigValue
 from flwr.clientapp import ClientApp
 
 from flrd.config import RunConfig

@@ -34,8 +34,15 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import log
 from flwr.common.constant import ErrorCode
 
-from flrd.protocol import (AUDIT_RECORD, ENCODE_SECONDS, LINK_KEY, MESSAGE_ARRAY, METRICS_RECORD, NUM_EXAMPLES,
-                           CompressionRequest)
+from flrd.protocol import (
+    AUDIT_RECORD,
+    ENCODE_SECONDS,
+    LINK_KEY,
+    MESSAGE_ARRAY,
+    METRICS_RECORD,
+    NUM_EXAMPLES,
+    CompressionRequest,
+)
 
 from .compress import Residuals, compress_update
 from .transport import wrap_payload

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ def write_report(out: Path, settings: Settings, table, points, rounds) -> Path:
         rows = [r for r in runs if float(r["round"]) > 1 and not math.isnan(float(r.get("r_ind_bits", math.nan)))]
         if not rows:
             continue
-        column = lambda key: np.array([float(r[key]) for r in rows])  # noqa: E731
+        column = _columns(rows)
         bits = column("uplink_bits")
         first = sum(float(r["uplink_bits"]) for r in runs if float(r["round"]) == 1)
         lines.append(
@@ -76,3 +77,8 @@ def write_report(out: Path, settings: Settings, table, points, rounds) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _columns(rows: list) -> Callable[[str], np.ndarray]:
+    """``column(key)``: that column of ``rows`` as a float array."""
+    return lambda key: np.array([float(r[key]) for r in rows])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,9 +73,7 @@ def records_from_result(result: Result, policy: str, seed: int, layers: list[tup
         bits = int(train.get("flrd.uplink-bits", 0))  # type: ignore[arg-type]
         cumulative += bits
 
-        def number(key: str) -> float:
-            value = train.get(key)
-            return float(value) if isinstance(value, int | float) else math.nan  # type: ignore[arg-type]
+        number = _reader(train)
 
         sx2, s2 = train.get("flrd.sx2"), train.get("flrd.s2")
         n_l = np.array([n for _, n in layers], dtype=np.float64)
@@ -117,3 +116,11 @@ def records_from_result(result: Result, policy: str, seed: int, layers: list[tup
                     "compression_distortion": audit[index] if isinstance(audit, list) else math.nan,
                 })
     return record
+
+
+def _reader(train: MetricRecord) -> Callable[[str], float]:
+    """``number(key)``: a metric of ``train`` as a float (NaN when absent)."""
+    def number(key: str) -> float:
+        value = train.get(key)
+        return float(value) if isinstance(value, int | float) else math.nan  # type: ignore[arg-type]
+    return number

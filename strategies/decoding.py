@@ -23,8 +23,15 @@ from flwr.app import ArrayRecord, Message, RecordDict
 from flrd import codecs
 from flrd.codecs.message import DecodedUpdate, decode_update
 from flrd.policy import RoundPlan
-from flrd.protocol import (AUDIT_RECORD, ENCODE_SECONDS, MESSAGE_ARRAY, METRICS_RECORD, NUM_EXAMPLES,
-                           CompressionReport, CompressionRequest)
+from flrd.protocol import (
+    AUDIT_RECORD,
+    ENCODE_SECONDS,
+    MESSAGE_ARRAY,
+    METRICS_RECORD,
+    NUM_EXAMPLES,
+    CompressionReport,
+    CompressionRequest,
+)
 
 from .transport import TransportError, payload_bytes, unwrap_payload
 

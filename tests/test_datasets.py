@@ -12,8 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flrd.datasets import (DIRICHLET_MIN_SAMPLES, MnistArrays, load_mnist, load_torchvision,
-                           partition_indices)
+from flrd.datasets import DIRICHLET_MIN_SAMPLES, MnistArrays, load_mnist, load_torchvision, partition_indices
 
 SCHEMES = ("iid", "dirichlet", "shards")
 

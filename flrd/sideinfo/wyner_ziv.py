@@ -53,6 +53,7 @@ from numpy.typing import NDArray
 from scipy import special
 
 from flrd.codecs import CodecError
+
 from .ldpc import SyndromeCode
 
 BLOCK = 1 << 16  # coordinates per CRC-checked block (one LDPC code per plane)

@@ -11,7 +11,6 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import checks
 
-
 Arrays4 = tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-
 from scipy import optimize
 
 from . import checks
@@ -156,8 +155,9 @@ def heterogeneous_independent_rate(D: float, sx2: float, s2_k: ArrayLike) -> flo
             if cap <= 0:
                 continue
             result = optimize.minimize_scalar(
-                lambda w: min(float(_independent_term(w, sx2, active[j]))
-                              + _convex_branch_cost(total - w, sx2, rest), _INFEASIBLE),
+                lambda w, s2_j=active[j], rest=rest: min(
+                    float(_independent_term(w, sx2, s2_j)) + _convex_branch_cost(total - w, sx2, rest),
+                    _INFEASIBLE),
                 bounds=(0.0, cap), method="bounded", options={"xatol": 1e-12 * max(cap, 1e-300)})
             best = min(best, float(result.fun))
             if rest.size == 0 or total <= cap:  # the worker alone, at the bound

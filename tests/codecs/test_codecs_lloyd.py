@@ -61,7 +61,7 @@ def test_weighted_design_beats_m0_design_on_weighted_distortion():
     def weighted_distortion(d):
         edges = np.concatenate([[-np.inf], d.boundaries, [np.inf]])
         return sum(
-            integrate.quad(lambda x: abs(x) ** m * (x - y) ** 2 * law.pdf(x), a, b)[0]
+            integrate.quad(lambda x, y=y: abs(x) ** m * (x - y) ** 2 * law.pdf(x), a, b)[0]
             for y, a, b in zip(d.levels, edges[:-1], edges[1:])
         )
 

@@ -25,7 +25,7 @@ class ServerCertificates:
 def make_server_certificates(directory: Path) -> ServerCertificates:
     """Write a CA and a CA-signed server certificate (SANs 127.0.0.1, localhost)."""
     directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flrd test CA")])
     ca_cert = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)

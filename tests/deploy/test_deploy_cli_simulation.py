@@ -5,9 +5,9 @@ from __future__ import annotations
 import tomllib
 
 import pytest
+from deploy_procs import REPO, flwr, flwr_json, free_port, pids_with_marker
 
 from flrd.strategies.server_app import parse_report
-from deploy_procs import REPO, flwr, flwr_json, free_port, pids_with_marker
 
 NUM_SUPERNODES = 4
 

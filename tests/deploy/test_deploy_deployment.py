@@ -12,6 +12,7 @@ import httpx
 import pytest
 from deploy_procs import BIN, flwr, flwr_json, free_port, wait_for, wait_runs_finished
 from deploy_tls import ServerCertificates, make_server_certificates, make_supernode_keys
+
 from flrd.strategies.server_app import parse_report
 
 NUM_NODES = 2

@@ -10,8 +10,8 @@ from flower_fakes import initial_arrays, plain_client_app
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.common.constant import ErrorCode
 
-from flrd.clients import EF_STATE_RECORD, compression_mod
 from flrd import codecs
+from flrd.clients import EF_STATE_RECORD, compression_mod
 from flrd.codecs.message import decode_update
 from flrd.protocol import AUDIT_RECORD, ENCODE_SECONDS, MESSAGE_ARRAY, METRICS_RECORD, CompressionRequest
 from flrd.strategies.transport import unwrap_payload

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 from flower_fakes import InProcessGrid
-from flwr.app import Context, RecordDict
 
 from flrd.clients.client_app import app as client_app
 from flrd.config import RunConfig
-from flrd.state_file import load_state
 from flrd.protocol import CompressionRequest
+from flrd.state_file import load_state
 from flrd.strategies import server_app
 from flrd.strategies.server_app import parse_report
 

@@ -16,14 +16,14 @@ from flwr.serverapp.strategy import (
 )
 
 from flrd.clients import compression_mod
-from flrd.policy import RatePolicy
 from flrd.codecs.header import header_bytes
+from flrd.policy import RatePolicy
 from flrd.protocol import MESSAGE_ARRAY, CompressionRequest
 from flrd.strategies import (
-    RateControl,
     BASELINES,
     CompressedStrategy,
     RateAwareFedAvg,
+    RateControl,
     UpdateDecoder,
     build_strategy,
 )

@@ -39,7 +39,7 @@ def test_rounds_needed_is_the_least_t_meeting_the_bound():
     for D_tot, R0, beta, eps in [(0.3, 1.0, 1.0, 0.01), (5.0, 2.0, 0.5, 0.1), (0.0, 1.0, 1.0, 0.01)]:
         T = int(theory.rounds_needed(D_tot, R0, beta, eps))
 
-        def bound(t):
+        def bound(t, R0=R0, D_tot=D_tot, beta=beta):
             return R0 * np.sqrt(2 * D_tot / t) + beta * R0**2 / t
 
         assert bound(T) <= eps * (1 + 1e-12)

@@ -163,9 +163,10 @@ def test_heterogeneous_independent_rate_is_the_minimum():
             w0 = np.random.default_rng(start_seed).dirichlet(np.ones(3)) / D
             w0 = np.minimum(w0, 0.999 / s2_k)
             res = optimize.minimize(
-                lambda w: np.sum(0.5 * np.log2((1 + sx2 * w) / np.clip(1 - s2_k * w, 1e-300, None))),
+                lambda w, sx2=sx2, s2_k=s2_k: np.sum(0.5 * np.log2((1 + sx2 * w)
+                                                                    / np.clip(1 - s2_k * w, 1e-300, None))),
                 w0, method="SLSQP", bounds=[(0, (1 - 1e-9) / s) for s in s2_k],
-                constraints=[{"type": "eq", "fun": lambda w: w.sum() * D - 1}], options={"ftol": 1e-14})
+                constraints=[{"type": "eq", "fun": lambda w, D=D: w.sum() * D - 1}], options={"ftol": 1e-14})
             if res.success and abs(res.x.sum() * D - 1) < 1e-8:
                 best = min(best, res.fun)
         assert np.isfinite(ours) and ours <= best * (1 + 1e-6)
