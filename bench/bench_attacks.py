@@ -153,7 +153,21 @@ def hostile_mod(msg, context, call_next):
     return reply
 
 
-def train(hostile_clients: bool):
+def silent_mod(msg, context, call_next):
+    """The control: the same (round, pid) replies as ``hostile_mod``, failed instead of
+    hostile, so the server aggregates exactly the clients it keeps under attack."""
+    from flwr.app import Error, Message
+
+    reply = call_next(msg, context)
+    if msg.metadata.message_type != "train" or reply.has_error():
+        return reply
+    pid, server_round = int(context.node_config["partition-id"]), int(msg.content["config"]["server-round"])
+    if pid % 5 != server_round % 5:
+        return reply
+    return Message(Error(code=0, reason="control: this client drops out"), reply_to=msg)
+
+
+def train(hostile_clients: bool, control: bool = False):
     from flower_fakes import InProcessGrid
     from flwr.app import Context
     from flwr.clientapp import ClientApp
@@ -166,7 +180,8 @@ def train(hostile_clients: bool):
 
     config = RunConfig(num_server_rounds=25, seed=0, fraction_train=0.1, min_train_nodes=10,
                        fraction_evaluate=0.0, partition="iid")
-    app = ClientApp(mods=[hostile_mod, compression_mod] if hostile_clients else [compression_mod])
+    first = [hostile_mod] if hostile_clients else [silent_mod] if control else []
+    app = ClientApp(mods=[*first, compression_mod])
 
     @app.train()
     def _train(msg, context: Context):
@@ -186,31 +201,40 @@ def done_when() -> None:
 
     started = time.perf_counter()
     logging.getLogger("flwr").setLevel(logging.ERROR)
-    clean, attacked = train(False), train(True)
+    clean, attacked, control = train(False), train(True), train(False, control=True)
     acc = {name: float(r.evaluate_metrics_serverapp[max(r.evaluate_metrics_serverapp)]["test-accuracy"])
-           for name, r in (("clean", clean), ("hostile", attacked))}
+           for name, r in (("clean", clean), ("hostile", attacked), ("control", control))}
     print(f"20%-hostile run: RateAwareFedAvg, 100-client IID MNIST, seed 0, 25 rounds x 10 clients ({machine()})")
     print(f"  final test accuracy: clean {acc['clean']:.4f}, hostile {acc['hostile']:.4f} "
-          f"(difference {100 * (acc['clean'] - acc['hostile']):+.2f} points)")
-    worst = {"sx2": 0.0, "s2": 0.0}
-    excluded = accepted_hostile = 0
-    for server_round, metrics in attacked.train_metrics_clientapp.items():
-        excluded += int(metrics["flrd.rejected"])
-        base = clean.train_metrics_clientapp[server_round]
-        if server_round < 2 or "flrd.sx2" not in metrics or "flrd.sx2" not in base:
-            continue
-        for key in worst:
-            a, b = np.array(metrics[f"flrd.{key}"]), np.array(base[f"flrd.{key}"])
-            ratio = np.maximum(a / b, b / a)
-            worst[key] = max(worst[key], float(np.max(ratio[np.isfinite(ratio)], initial=1.0)))
-    sampled_hostile = sum(int(m["flrd.sent"]) - int(m["flrd.accepted"]) for m in attacked.train_metrics_clientapp.values())
+          f"(difference {100 * (acc['clean'] - acc['hostile']):+.2f} points); control (the same "
+          f"replies dropped instead) {acc['control']:.4f}")
     kinds = {k: sum(int(m.get(f"flrd.rejected-{k}", 0)) for m in attacked.train_metrics_clientapp.values())
              for k in ("protocol", "metrics", "payload", "outlier")}
-    print(f"  replies left out over the run: {excluded} ({kinds}); sent minus accepted: {sampled_hostile}")
-    print(f"  max over rounds >= 2 of max(hostile/clean, clean/hostile), per layer: "
-          f"sx2 {worst['sx2']:.3f}, s2 {worst['s2']:.3f}")
+    excluded = sum(int(m["flrd.rejected"]) for m in attacked.train_metrics_clientapp.values())
+    print(f"  replies left out over the run: {excluded} ({kinds})")
+    print("  max over rounds >= 2 and layers of max(a/b, b/a) of the smoothed estimates:")
+    for label, a, b in (("hostile vs clean", attacked, clean), ("control vs clean", control, clean),
+                        ("hostile vs control", attacked, control)):
+        worst = _worst_ratios(a, b)
+        print(f"    {label:18s}: sx2 {worst['sx2'][0]:.3f} ({worst['sx2'][1]}), "
+              f"s2 {worst['s2'][0]:.3f} ({worst['s2'][1]})")
     print(f"  wall time {time.perf_counter() - started:.0f} s")
-    del accepted_hostile
+
+
+def _worst_ratios(a, b) -> dict[str, tuple[float, str]]:
+    """Per statistic, the largest ratio over rounds >= 2 and layers, and where it is."""
+    worst = {"sx2": (1.0, "-"), "s2": (1.0, "-")}
+    for server_round, metrics in a.train_metrics_clientapp.items():
+        base = b.train_metrics_clientapp.get(server_round)
+        if server_round < 2 or base is None or "flrd.sx2" not in metrics or "flrd.sx2" not in base:
+            continue
+        for key in worst:
+            x, y = np.array(metrics[f"flrd.{key}"]), np.array(base[f"flrd.{key}"])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(np.isfinite(np.maximum(x / y, y / x)), np.maximum(x / y, y / x), 1.0)
+            if ratio.max() > worst[key][0]:
+                worst[key] = (float(ratio.max()), f"round {server_round}, layer {int(ratio.argmax())}")
+    return worst
 
 
 def main() -> None:
