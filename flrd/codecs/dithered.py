@@ -39,9 +39,16 @@ from .base import Body, Codec, expect_params, int_param, positive_float, registe
 from .errors import CodecError
 from .header import Header
 from .numerics import as_float_array, chunks, max_abs, rms, store
-from .rng import KEY_HI, dither_unit, keep_threshold
+from .rng import KEY_HI, dither_unit, keep_limit, keep_threshold, low_bits
 from .stats import SNR_GRID, round_to_grid
-from .stratified import decode_group, encode_group, model_scale, rate_bits, stream_bytes, stream_decoder, strata_of
+from .stratified import (
+    decode_group,
+    encode_group,
+    model_scale,
+    rate_bits,
+    stream_bytes,
+    stream_decoder,
+)
 
 _ALL = 2**32  # keep threshold meaning "every coordinate"
 _MAX_STEPS = 2.0**52  # max|x|/Δ bound keeping q exact in float64
@@ -164,25 +171,30 @@ Pieces = Iterator[tuple[np.ndarray, np.ndarray]]
 
 
 def _numpy_pieces(flat: np.ndarray, plan: Plan, key: int, out: np.ndarray | None) -> Pieces:
-    """(int64 indices, strata) of the kept coordinates, chunk by chunk; writes the
-    reconstruction into ``out`` when given."""
-    gen, step = _words(key), plan.step
+    """(float64 indices, uint32 low bits of their words) of the kept coordinates,
+    chunk by chunk; writes the reconstruction into ``out`` when given."""
+    gen, step, sparse = _words(key), plan.step, plan.threshold < _ALL
+    limit = keep_limit(plan.threshold) if sparse else None
     for sl in chunks(flat.size):
         words = gen.random_raw(sl.stop - sl.start)
         values = flat[sl]
-        if plan.threshold < _ALL:
-            kept = np.flatnonzero((words >> np.uint64(32)) < plan.threshold)
+        if sparse:
+            kept = np.flatnonzero(words < limit)
             words, values = words[kept], values[kept]
-        u = dither_unit(words)
-        q = np.round(values.astype(np.float64) / step + u)
+        low = low_bits(words)
+        u = dither_unit(low)
+        q = np.divide(values, step, dtype=np.float64)
+        q += u
+        np.rint(q, out=q)
         if out is not None:
-            rec = (q - u) * (step / plan.keep_prob)
-            if plan.threshold < _ALL:
+            rec = q - u
+            rec *= step / plan.keep_prob
+            if sparse:
                 out[sl] = 0
                 out[sl][kept] = rec
             else:
                 out[sl] = rec
-        yield q.astype(np.int64), strata_of(words)
+        yield q, low
 
 
 def _torch_pieces(tensor: Any, plan: Plan, key: int) -> Pieces:
@@ -203,8 +215,8 @@ def _torch_pieces(tensor: Any, plan: Plan, key: int) -> Pieces:
         low = torch.bitwise_and(words, 0xFFFFFFFF)
         u = low.to(torch.float64) * 2.0**-32 + (2.0**-33 - 0.5)
         q = torch.round(values.to(torch.float64) / step + u).to(torch.int64)
-        strata = torch.bitwise_and(torch.bitwise_right_shift(low, 27), 31).to(torch.uint8)
-        yield q.cpu().numpy(), strata.cpu().numpy()
+        strata = torch.bitwise_right_shift(low, 27).to(torch.uint8)  # only the stratum bits travel
+        yield q.cpu().numpy(), strata.cpu().numpy().astype(np.uint32) << np.uint32(27)
 
 
 def encode_layer(encoder: constriction.stream.queue.RangeEncoder, array: Any, plan: Plan, key: int,
@@ -227,14 +239,20 @@ def encode_layer(encoder: constriction.stream.queue.RangeEncoder, array: Any, pl
     if top / plan.step >= _MAX_STEPS:
         raise ValueError(f"noise target too small for this input: max|x|/step must be < 2**52, got {top / plan.step:.3e}")
     scale, pending, count = plan.scale, [], 0
-    for q, strata in pieces:
-        pending.append((q, strata))
+    max_index = top / plan.step + 2  # bounds |q|: lets groups skip the scan for escapes
+    for q, low in pieces:
+        pending.append((q, low))
         count += q.size
         if count >= _GROUP:
-            encode_group(encoder, *map(np.concatenate, zip(*pending)), plan.family, scale)
+            encode_group(encoder, *_joined(pending), plan.family, scale, max_index)
             pending, count = [], 0
     if count:
-        encode_group(encoder, *map(np.concatenate, zip(*pending)), plan.family, scale)
+        encode_group(encoder, *_joined(pending), plan.family, scale, max_index)
+
+
+def _joined(pending: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The pieces of one coded group, concatenated (a single piece as it is)."""
+    return pending[0] if len(pending) == 1 else tuple(map(np.concatenate, zip(*pending)))  # type: ignore[return-value]
 
 
 def decode_layer(decoder: constriction.stream.queue.RangeDecoder, size: int, plan: Plan, key: int,
@@ -244,23 +262,31 @@ def decode_layer(decoder: constriction.stream.queue.RangeDecoder, size: int, pla
     out = np.zeros(size, dtype=dtype)
     if plan.m2 == 0 or size == 0:
         return out
-    gen, scale, factor = _words(key), plan.scale, plan.step / plan.keep_prob
-    pending, count = [], 0
+    gen, scale, factor, sparse = _words(key), plan.scale, plan.step / plan.keep_prob, plan.threshold < _ALL
+    limit = keep_limit(plan.threshold) if sparse else None
+    pending: list[tuple[slice | np.ndarray, np.ndarray]] = []
+    count = 0
 
     def flush() -> None:
-        idx, words = map(np.concatenate, zip(*pending))
-        q = decode_group(decoder, strata_of(words), plan.family, scale)
-        store(out, idx, (q - dither_unit(words)) * factor)
+        if len(pending) == 1:
+            idx, low = pending[0]
+        else:
+            idx = np.concatenate([np.arange(i.start, i.stop) if isinstance(i, slice) else i for i, _ in pending])
+            low = np.concatenate([part for _, part in pending])
+        q = decode_group(decoder, low, plan.family, scale)
+        q -= dither_unit(low)
+        q *= factor
+        store(out, idx, q)
 
     for sl in chunks(size):
         words = gen.random_raw(sl.stop - sl.start)
-        if plan.threshold < _ALL:
-            kept = np.flatnonzero((words >> np.uint64(32)) < plan.threshold)
-            words, idx = words[kept], kept + sl.start
+        if sparse:
+            kept = np.flatnonzero(words < limit)
+            pending.append((kept + sl.start, low_bits(words[kept])))
+            count += kept.size
         else:
-            idx = np.arange(sl.start, sl.stop)
-        pending.append((idx, words))
-        count += idx.size
+            pending.append((sl, low_bits(words)))
+            count += sl.stop - sl.start
         if count >= _GROUP:
             flush()
             pending, count = [], 0

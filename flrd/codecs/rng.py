@@ -87,10 +87,25 @@ def philox_torch(key: int, n: int, device: Any = "cpu", start: int = 0) -> Any:
     return torch.stack([c0, c1, c2, c3], dim=1).reshape(-1)[:n]
 
 
-def dither_unit(words: np.ndarray) -> np.ndarray:
-    """Dither in units of the step, uniform on (-1/2, 1/2): the low 32 bits, centred
-    (2**32 levels: the bias this leaves is below step * 2**-33)."""
-    return (words & np.uint64(_LO32)).astype(np.float64) * 2.0**-32 + (2.0**-33 - 0.5)
+def low_bits(words: np.ndarray) -> np.ndarray:
+    """The low 32 bits of each word, as uint32 (the dither)."""
+    return words.astype(np.uint32)
+
+
+def keep_limit(threshold: int) -> np.uint64:
+    """``hi < threshold`` on a word's high 32 bits is ``word < keep_limit(threshold)``:
+    one comparison on the whole word (``threshold < 2**32``)."""
+    return np.uint64(threshold << 32)
+
+
+def dither_unit(low: np.ndarray) -> np.ndarray:
+    """Dither in units of the step, uniform on (-1/2, 1/2), from the low 32 bits
+    (:func:`low_bits`), centred (2**32 levels: the bias this leaves is below
+    step * 2**-33). Exact in float64."""
+    u = low.astype(np.float64)
+    u *= 2.0**-32
+    u += 2.0**-33 - 0.5
+    return u
 
 
 def keep_threshold(p: float) -> int:

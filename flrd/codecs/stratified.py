@@ -16,6 +16,7 @@ costs about 0.1 % of the rate against per-symbol conditioning (``STRATA = 32``).
 from __future__ import annotations
 
 import functools
+import math
 
 import constriction
 import numpy as np
@@ -29,6 +30,7 @@ _RESOLUTION = 2.0**20  # table weights are integers: the same bits on every mach
 _MAX_HALF = 1 << 15  # widest alphabet half-width
 _TAIL = (7.0, 26.0)  # alphabet half-width in model scales: Gaussian, Laplace
 _ESC_CHUNK = 16  # escape excess travels in 16-bit uniform pieces
+_STRATUM_BITS = 0xF8000000  # a dither's stratum: the top 5 of its low 32 bits (STRATA == 32)
 FAMILIES = ("gaussian", "laplace")
 
 
@@ -65,47 +67,103 @@ def rate_bits(family: int, scale: float) -> float:
     return float(-np.sum(probs * np.log2(probs)) / STRATA)
 
 
-def strata_of(words: np.ndarray) -> np.ndarray:
-    """Stratum of each dither: the top 5 of its 32 bits (``STRATA == 32``)."""
-    return ((words >> np.uint64(27)) & np.uint64(STRATA - 1)).astype(np.uint8)
+@functools.lru_cache(maxsize=64)
+def _positions(pos_bits: int, shift: int, offset: int, dtype: str) -> np.ndarray:
+    """``(arange(2**pos_bits) << shift) + offset`` in ``dtype``, shared read-only."""
+    pos = np.arange(1 << pos_bits, dtype=dtype) << np.dtype(dtype).type(shift)
+    pos += np.dtype(dtype).type(offset)
+    pos.flags.writeable = False
+    return pos
 
 
-def encode_group(encoder: constriction.stream.queue.RangeEncoder, q: np.ndarray, strata: np.ndarray,
-                 family: int, scale: float) -> None:
-    """Append int64 indices ``q`` (with their dither strata) to ``encoder``."""
+@functools.lru_cache(maxsize=4)
+def _starts(dtype: str, bit: int) -> np.ndarray:
+    """Smallest key of each stratum when the stratum sits at ``bit``."""
+    return np.arange(STRATA, dtype=dtype) << np.dtype(dtype).type(bit)
+
+
+def _keys(low: np.ndarray, sym_bits: int, offset: int = 0) -> tuple[np.ndarray, int]:
+    """(sort keys, bit of the stratum in them): stratum, then position in the group,
+    then ``sym_bits`` low bits preset to ``offset``. The positions make every key
+    distinct, so an unstable (SIMD) sort of the keys is the stable order by stratum,
+    and the symbols added into the low bits ride along (no argsort and gather)."""
+    pos_bits = max(1, (low.size - 1).bit_length())
+    if pos_bits + sym_bits <= 27:  # the stratum bits stay where the dither has them
+        keys = low & np.uint32(_STRATUM_BITS)
+        keys += _positions(pos_bits, sym_bits, offset, "<u4")[: low.size]
+        return keys, 27
+    if pos_bits + sym_bits > 59:
+        raise ValueError(f"group of {low.size} symbols is too large to sort")
+    keys = (low & np.uint32(_STRATUM_BITS)).astype(np.uint64) << np.uint64(32)
+    keys += _positions(pos_bits, sym_bits, offset, "<u8")[: low.size]
+    return keys, 59
+
+
+def _bounds(keys: np.ndarray, bit: int) -> list[int]:
+    """Start of each stratum's run in the sorted ``keys``, then their count."""
+    return [*np.searchsorted(keys, _starts(keys.dtype.str, bit)).tolist(), keys.size]
+
+
+def encode_group(encoder: constriction.stream.queue.RangeEncoder, q: np.ndarray, low: np.ndarray,
+                 family: int, scale: float, max_index: float = math.inf) -> None:
+    """Append the indices ``q`` (integral values, float64 or int64) to ``encoder``,
+    coded under their dither's stratum: ``low`` holds the dithers' low 32 bits
+    (uint32; only the top 5, the stratum, are read). Per stratum, in order: its
+    symbols in one vectorized call, then each escape's excess. ``max_index``, a
+    bound on ``|q|`` the caller knows, spares the scan for escapes."""
     half, models, _ = tables(family, scale)
-    order = np.argsort(strata, kind="stable")
-    bounds = np.searchsorted(strata[order], np.arange(STRATA + 1))
-    clipped = np.clip(q, -half, half)
-    symbols = (clipped + half).astype(np.int32)[order]
-    escapes = np.flatnonzero(np.abs(q[order]) >= half)
-    excess = np.abs(q[order]) - half
+    top = 2 * half
+    sym_bits = top.bit_length()
+    keys, bit = _keys(low, sym_bits, half)
+    escaped = max_index >= half and bool(q.size) and not -half < np.minimum.reduce(q) <= np.maximum.reduce(q) < half
+    wide = np.int32 if keys.dtype == np.uint32 else np.int64
+    keys += (np.clip(q, -half, half) if escaped else q).astype(wide).view(keys.dtype)  # wraps: adds q
+    keys.sort()
+    bounds = _bounds(keys, bit)
+    symbols = keys & keys.dtype.type((1 << sym_bits) - 1)
+    symbols = symbols.view(np.int32) if symbols.dtype == np.uint32 else symbols.astype(np.int32)
+    if not escaped:  # the usual case: one vectorized call per stratum, nothing else
+        for j in range(STRATA):
+            if bounds[j] < bounds[j + 1]:
+                encoder.encode(symbols[bounds[j] : bounds[j + 1]], models[j])
+        return
+    edges = np.flatnonzero((symbols == 0) | (symbols == top))
+    where = np.searchsorted(edges, bounds).tolist()
+    positions = (keys[edges] >> keys.dtype.type(sym_bits)) & keys.dtype.type((1 << (bit - sym_bits)) - 1)
+    excess = (np.abs(q[positions.astype(np.intp)]) - half).tolist()
+    for j in range(STRATA):
+        if bounds[j] == bounds[j + 1]:
+            continue
+        encoder.encode(symbols[bounds[j] : bounds[j + 1]], models[j])
+        for k in range(where[j], where[j + 1]):  # rare: one Python step each
+            _encode_excess(encoder, int(excess[k]))
+
+
+def decode_group(decoder: constriction.stream.queue.RangeDecoder, low: np.ndarray,
+                 family: int, scale: float) -> np.ndarray:
+    """Inverse of :func:`encode_group` given the same ``low``: the indices as float64
+    (exact up to the float64 rounding of indices beyond 2**53), in the original order."""
+    half, models, _ = tables(family, scale)
+    keys, bit = _keys(low, 0)
+    keys.sort()
+    bounds = _bounds(keys, bit)
+    symbols = np.empty(low.size, dtype=np.int32)
+    top, escapes = 2 * half, []
     for j in range(STRATA):
         lo, hi = bounds[j], bounds[j + 1]
         if lo == hi:
             continue
-        encoder.encode(symbols[lo:hi], models[j])
-        for pos in escapes[(escapes >= lo) & (escapes < hi)]:  # rare: one Python step each
-            _encode_excess(encoder, int(excess[pos]))
-
-
-def decode_group(decoder: constriction.stream.queue.RangeDecoder, strata: np.ndarray,
-                 family: int, scale: float) -> np.ndarray:
-    """Inverse of :func:`encode_group`: the int64 indices, in the original order."""
-    half, models, _ = tables(family, scale)
-    order = np.argsort(strata, kind="stable")
-    counts = np.bincount(strata, minlength=STRATA)
-    out = np.empty(strata.size, dtype=np.int64)
-    pos = 0
-    for j in range(STRATA):
-        count = int(counts[j])
-        if not count:
-            continue
-        s = _guarded(decoder.decode, models[j], count).astype(np.int64) - half
-        for e in np.flatnonzero(np.abs(s) == half):
-            s[e] += np.sign(s[e]) * _decode_excess(decoder)
-        out[order[pos : pos + count]] = s
-        pos += count
+        s = _guarded(decoder.decode, models[j], hi - lo)
+        symbols[lo:hi] = s
+        if np.minimum.reduce(s) == 0 or np.maximum.reduce(s) == top:  # escapes: their excess follows this stratum
+            for e in np.flatnonzero((s == 0) | (s == top)).tolist():
+                escapes.append((lo + e, (1 if s[e] else -1) * (half + _decode_excess(decoder))))
+    order = (keys & keys.dtype.type((1 << bit) - 1)).astype(np.intp)
+    out = np.empty(low.size, dtype=np.float64)
+    out[order] = symbols
+    out -= half
+    for pos, value in escapes:
+        out[order[pos]] = value
     return out
 
 
