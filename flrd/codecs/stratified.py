@@ -27,7 +27,11 @@ from .errors import CodecError
 STRATA = 32
 _SUBPOINTS = 8  # dither points averaged per stratum
 _RESOLUTION = 2.0**20  # table weights are integers: the same bits on every machine
-_MAX_HALF = 1 << 15  # widest alphabet half-width
+# Widest alphabet half-width: 4096 steps covers SNR up to about 4e6 (11 bits per
+# coordinate); rarer values escape. It bounds what one statistic byte, honest or
+# forged, can make the decoder build: a table of STRATA x (2 * 4096 + 1) weights.
+_MAX_HALF = 1 << 12
+_MIN_HALF = 64  # a group of n indices gets a half-width of at most max(_MIN_HALF, 2 n)
 _TAIL = (7.0, 26.0)  # alphabet half-width in model scales: Gaussian, Laplace
 _ESC_CHUNK = 16  # escape excess travels in 16-bit uniform pieces
 _STRATUM_BITS = 0xF8000000  # a dither's stratum: the top 5 of its low 32 bits (STRATA == 32)
@@ -46,16 +50,27 @@ def model_scale(family: int, m2: float, step: float) -> float:
     return float(np.sqrt(m2 / (1.0 if family == 0 else 2.0)) / step)
 
 
-@functools.lru_cache(maxsize=512)
-def tables(family: int, scale: float) -> tuple[int, tuple[constriction.stream.model.Categorical, ...], np.ndarray]:
+def group_half(size: int) -> int:
+    """Largest alphabet half-width a group of ``size`` indices may use."""
+    return max(_MIN_HALF, min(_MAX_HALF, 2 * size))
+
+
+@functools.lru_cache(maxsize=256)
+def tables(family: int, scale: float, max_half: int = _MAX_HALF
+           ) -> tuple[int, tuple[constriction.stream.model.Categorical, ...], np.ndarray]:
     """(half-width A, one categorical model per stratum, their probabilities) for the
-    index law with model ``scale`` (in steps), location 0."""
-    half = int(min(_MAX_HALF, np.ceil(_TAIL[family] * scale) + 2))
+    index law with model ``scale`` (in steps), location 0, and ``A <= max_half``.
+
+    Built one stratum at a time, so the temporaries stay at ``_SUBPOINTS x (2 A + 1)``.
+    """
+    half = int(min(max_half, _MAX_HALF, np.ceil(_TAIL[family] * scale) + 2))
     k = np.arange(-half, half + 1, dtype=np.float64)
     u = (np.arange(STRATA * _SUBPOINTS) + 0.5) / (STRATA * _SUBPOINTS) - 0.5  # midpoints
-    upper = _cdf(family, (k[None, 1:] - 0.5 - u[:, None]) / scale)  # P(q <= k) for k < A
-    cdf = np.concatenate([np.zeros((u.size, 1)), upper, np.ones((u.size, 1))], axis=1)
-    probs = np.diff(cdf, axis=1).reshape(STRATA, _SUBPOINTS, -1).mean(axis=1)
+    probs = np.empty((STRATA, k.size))
+    for j, points in enumerate(u.reshape(STRATA, _SUBPOINTS)):
+        upper = _cdf(family, (k[None, 1:] - 0.5 - points[:, None]) / scale)  # P(q <= k) for k < A
+        cdf = np.concatenate([np.zeros((points.size, 1)), upper, np.ones((points.size, 1))], axis=1)
+        probs[j] = np.diff(cdf, axis=1).mean(axis=0)
     weights = np.round(probs * _RESOLUTION) + 1.0  # never zero: every index stays codable
     models = tuple(constriction.stream.model.Categorical(w, perfect=False) for w in weights)
     return half, models, weights / weights.sum(axis=1, keepdims=True)
@@ -111,7 +126,7 @@ def encode_group(encoder: constriction.stream.queue.RangeEncoder, q: np.ndarray,
     (uint32; only the top 5, the stratum, are read). Per stratum, in order: its
     symbols in one vectorized call, then each escape's excess. ``max_index``, a
     bound on ``|q|`` the caller knows, spares the scan for escapes."""
-    half, models, _ = tables(family, scale)
+    half, models, _ = tables(family, scale, group_half(low.size))
     top = 2 * half
     sym_bits = top.bit_length()
     keys, bit = _keys(low, sym_bits, half)
@@ -143,7 +158,7 @@ def decode_group(decoder: constriction.stream.queue.RangeDecoder, low: np.ndarra
                  family: int, scale: float) -> np.ndarray:
     """Inverse of :func:`encode_group` given the same ``low``: the indices as float64
     (exact up to the float64 rounding of indices beyond 2**53), in the original order."""
-    half, models, _ = tables(family, scale)
+    half, models, _ = tables(family, scale, group_half(low.size))
     keys, bit = _keys(low, 0)
     keys.sort()
     bounds = _bounds(keys, bit)
