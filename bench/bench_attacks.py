@@ -203,8 +203,9 @@ def done_when() -> None:
             a, b = np.array(metrics[f"flrd.{key}"]), np.array(base[f"flrd.{key}"])
             ratio = np.maximum(a / b, b / a)
             worst[key] = max(worst[key], float(np.max(ratio[np.isfinite(ratio)], initial=1.0)))
-    sampled_hostile = sum(int(m["flrd.sent"]) - int(m["flrd.accepted"]) for m in attacked.train_metrics_clientapp.values())
-    kinds = {k: sum(int(m.get(f"flrd.rejected-{k}", 0)) for m in attacked.train_metrics_clientapp.values())
+    client_metrics = attacked.train_metrics_clientapp.values()
+    sampled_hostile = sum(int(m["flrd.sent"]) - int(m["flrd.accepted"]) for m in client_metrics)
+    kinds = {k: sum(int(m.get(f"flrd.rejected-{k}", 0)) for m in client_metrics)
              for k in ("protocol", "metrics", "payload", "outlier")}
     print(f"  replies left out over the run: {excluded} ({kinds}); sent minus accepted: {sampled_hostile}")
     print(f"  max over rounds >= 2 of max(hostile/clean, clean/hostile), per layer: "
