@@ -65,7 +65,8 @@ def slope(xh: np.ndarray, x: np.ndarray) -> float:
 def gaussian(args: argparse.Namespace) -> None:
     K, n, s2 = args.clients, args.n, 1.0
     print(f"Gaussian CEO, K={K}, n={n} per trial, {args.trials} trials; bits per coordinate summed over clients")
-    print("sx2/s2  lam  | WZ used | realized  R_sum(Dm) R_ind(Dm) real/Rsum | D_m/D  slope   | resent/coord | ind.ref bits  ref/Rind | s")
+    print("sx2/s2  lam  | WZ used | realized  R_sum(Dm) R_ind(Dm) real/Rsum | D_m/D  slope   | "
+          "resent/coord | ind.ref bits  ref/Rind | s")
     for ratio in args.ratios:
         for lam in args.lambdas:
             D = s2 * (1 + lam) / K
@@ -77,16 +78,24 @@ def gaussian(args: argparse.Namespace) -> None:
                 x = rng.normal(0, np.sqrt(ratio * s2), n)
                 ys = x + rng.normal(0, np.sqrt(s2), (K, n))
                 r = code_layer(ys, plan, ratio * s2, s2, seed=10_000 * t)
-                bits += r["bits"]; ref_bits += r["ref_bits"]; resent += r["resent"]; secs += r["seconds"]
-                errs.append(r["agg"] - x); ref_errs.append(r["ref_agg"] - x); xs.append(x); xhs.append(r["agg"])
+                bits += r["bits"]
+                ref_bits += r["ref_bits"]
+                resent += r["resent"]
+                secs += r["seconds"]
+                errs.append(r["agg"] - x)
+                ref_errs.append(r["ref_agg"] - x)
+                xs.append(x)
+                xhs.append(r["agg"])
             coords = n * args.trials
             Dm = float(np.mean(np.concatenate(errs) ** 2))
             Dref = float(np.mean(np.concatenate(ref_errs) ** 2))
             b, rb = bits / coords, ref_bits / coords
-            rs, ri = float(theory.sum_rate(Dm, ratio * s2, s2, K)), float(theory.independent_rate(Dm, ratio * s2, s2, K))
+            rs = float(theory.sum_rate(Dm, ratio * s2, s2, K))
+            ri = float(theory.independent_rate(Dm, ratio * s2, s2, K))
             ri_ref = float(theory.independent_rate(Dref, ratio * s2, s2, K))
+            gain = slope(np.concatenate(xhs), np.concatenate(xs))
             print(f"{ratio:6g} {lam:4g}  | {r['n_wz']:2d}/{K:<3d}  | {b:8.3f}  {rs:8.3f}  {ri:8.3f}  {b / rs:8.2f}  | "
-                  f"{Dm / D:5.3f}  {slope(np.concatenate(xhs), np.concatenate(xs)):6.4f} | {resent / (coords * K):10.2e}   | "
+                  f"{Dm / D:5.3f}  {gain:6.4f} | {resent / (coords * K):10.2e}   | "
                   f"{rb:9.3f}  {rb / ri_ref:8.2f} | {secs:5.1f}", flush=True)
 
 
@@ -107,7 +116,8 @@ def mnist_updates(K: int, warmup_rounds: int, local_steps: int, seed: int) -> li
         deltas = []
         for k, c in enumerate(chosen):
             set_weights(model, start)
-            train_local(model, data.x_train[parts[c]], data.y_train[parts[c]], steps=local_steps, seed=seed + 1000 * rnd + k)
+            train_local(model, data.x_train[parts[c]], data.y_train[parts[c]], steps=local_steps,
+                        seed=seed + 1000 * rnd + k)
             deltas.append([w - s for w, s in zip(get_weights(model), start)])
         if rnd < warmup_rounds:
             start = [s + np.mean([d[i] for d in deltas], axis=0) for i, s in enumerate(start)]
@@ -130,16 +140,24 @@ def mnist(args: argparse.Namespace) -> None:
             D = s2 * (1 + lam) / K
             plan = plan_layer(sx2, s2, K, D, n=min(n, wyner_ziv.BLOCK))
             r = code_layer(ys, plan, sx2, s2, seed=77 * li)
-            tot["wz"] += r["bits"]; tot["ref"] += r["ref_bits"]; tot["n"] += n; tot["resent"] += r["resent"]
-            tot["rsum"] += n * plan.sum_rate; tot["rind"] += n * plan.independent_rate
-            tot["qerr"] += float(np.sum((r["agg"] - ys.mean(axis=0)) ** 2)); tot["qplan"] += n * plan.noise_var / K
+            tot["wz"] += r["bits"]
+            tot["ref"] += r["ref_bits"]
+            tot["n"] += n
+            tot["resent"] += r["resent"]
+            tot["rsum"] += n * plan.sum_rate
+            tot["rind"] += n * plan.independent_rate
+            tot["qerr"] += float(np.sum((r["agg"] - ys.mean(axis=0)) ** 2))
+            tot["qplan"] += n * plan.noise_var / K
             print(f"  lam={lam:<5g} layer {li} n={n:<7d} sx2/s2={sx2 / s2:7.3f} WZ clients {r['n_wz']:3d}/{K} "
-                  f"wz {r['bits'] / n:7.3f} ind {r['ref_bits'] / n:7.3f} R_sum {plan.sum_rate:7.3f} R_ind {plan.independent_rate:7.3f} bit/coord"
+                  f"wz {r['bits'] / n:7.3f} ind {r['ref_bits'] / n:7.3f} R_sum {plan.sum_rate:7.3f} "
+                  f"R_ind {plan.independent_rate:7.3f} bit/coord"
                   f" resent {r['resent']}", flush=True)
         print(f"lam={lam}: WZ {tot['wz']:.0f} bits, independent {tot['ref']:.0f} bits "
               f"(WZ/ind {tot['wz'] / tot['ref']:.3f}), R_sum {tot['rsum']:.0f}, R_ind {tot['rind']:.0f}; "
-              f"WZ/R_sum {tot['wz'] / tot['rsum']:.2f}, WZ/R_ind {tot['wz'] / tot['rind']:.2f}, ind/R_ind {tot['ref'] / tot['rind']:.2f}; "
-              f"quantization error / planned {tot['qerr'] / tot['qplan']:.3f}; resent coords {tot['resent']}", flush=True)
+              f"WZ/R_sum {tot['wz'] / tot['rsum']:.2f}, WZ/R_ind {tot['wz'] / tot['rind']:.2f}, "
+              f"ind/R_ind {tot['ref'] / tot['rind']:.2f}; "
+              f"quantization error / planned {tot['qerr'] / tot['qplan']:.3f}; "
+              f"resent coords {tot['resent']}", flush=True)
 
 
 def main() -> None:

@@ -102,8 +102,9 @@ class RunConfig:
         by_key = {config_key(item.name): item for item in dataclasses.fields(cls)}
         if unknown := sorted(set(run_config) - set(by_key)):
             raise ValueError(f"unknown run config keys {unknown}; known: {sorted(by_key)}")
-        values = {by_key[key].name: _coerce(by_key[key], key, value)
-                  for key, value in run_config.items()}
+        # Any: _coerce returns each field's own type, which the dict type cannot say per key
+        values: dict[str, Any] = {by_key[key].name: _coerce(by_key[key], key, value)
+                                  for key, value in run_config.items()}
         return cls(**values)
 
     def to_run_config(self) -> dict[str, bool | int | float | str]:

@@ -235,6 +235,7 @@ class RatePolicy:
         layers only.
         """
         active = self.active_layers
+        assert self.sx2 is not None and self.s2 is not None  # active_layers checked it
         return theory.choose_distortion(
             self.layer_sizes[active], self.sx2[active], self.s2[active], num_clients,
             R0=self.initial_distance, beta=self.beta, eps=self.target_accuracy_eps,
@@ -338,6 +339,7 @@ class FixedLambdaPolicy(RatePolicy):
 
     def choose(self, num_clients: int) -> theory.DistortionChoice:
         active = self.active_layers
+        assert self.sx2 is not None and self.s2 is not None  # active_layers checked it
         n, sx2, s2 = self.layer_sizes[active], self.sx2[active], self.s2[active]
         D_l = s2 * (1 + self.fixed_lambda) / num_clients
         D_tot = float(n @ D_l)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeGuard
 
 __all__ = [
     "AUDIT",
@@ -164,8 +165,10 @@ class CompressionRequest:
         scalars = {key: config.get(key) for key in (RELATIVE_NOISE, BITS)}
         if not all(v is None or _is_number(v) for v in scalars.values()):
             raise ValueError(f"{RELATIVE_NOISE} and {BITS} must be numbers, got {scalars}")
-        flags = {key: config.get(key, False) for key in (ERROR_FEEDBACK, AUDIT)}
-        if not all(isinstance(v, bool) for v in flags.values()):
+        error_feedback = config.get(ERROR_FEEDBACK, False)
+        audit = config.get(AUDIT, False)
+        if not (isinstance(error_feedback, bool) and isinstance(audit, bool)):
+            flags = {ERROR_FEEDBACK: error_feedback, AUDIT: audit}
             raise ValueError(f"{ERROR_FEEDBACK} and {AUDIT} must be booleans, got {flags}")
         seed = config.get(SEED, 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -178,8 +181,8 @@ class CompressionRequest:
             noise_var=None if noise_var is None else tuple(float(v) for v in noise_var),
             relative_noise=_optional_float(scalars[RELATIVE_NOISE]),
             bits=_optional_float(scalars[BITS]),
-            error_feedback=flags[ERROR_FEEDBACK],
-            audit=flags[AUDIT],
+            error_feedback=error_feedback,
+            audit=audit,
             seed=seed,
             link_key=link_key,
         )
@@ -255,5 +258,5 @@ def _optional_float(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)

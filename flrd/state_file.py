@@ -111,7 +111,8 @@ def save_state(directory: str | os.PathLike[str], arrays: Mapping[str, np.ndarra
         if np.asarray(value).dtype.kind not in "biuf":
             raise ValueError(f"array {name!r} must be numeric, got dtype {np.asarray(value).dtype}")
     buffer = io.BytesIO()  # in memory, so the digest is of the exact bytes written
-    np.savez(buffer, **{name: np.asarray(value) for name, value in arrays.items()})
+    # ignore: numpy's stub types **kwds as possibly savez's own ``allow_pickle: bool``
+    np.savez(buffer, **{name: np.asarray(value) for name, value in arrays.items()})  # type: ignore[arg-type]
     model = buffer.getvalue()
     try:
         text = json.dumps({"format": _FORMAT, "version": _VERSION,

@@ -24,8 +24,10 @@ ROUND_COLUMNS: dict[str, str] = {
     "uplink_bits_cum": "running sum of uplink_bits",
     "framing_bits": "the part of uplink_bits that is message framing (accepted replies)",
     "stats_bits": "the part of uplink_bits that is per-layer statistics (accepted replies)",
-    "report_bits": "8 x bytes of the flrd.metrics records beside the payloads (audit timing, link keys), not in uplink_bits",
-    "reply_bits": "8 x bytes of every record of every reply as Flower counts it (app metrics included, the audit record not)",
+    "report_bits": ("8 x bytes of the flrd.metrics records beside the payloads (audit timing, link keys), "
+                    "not in uplink_bits"),
+    "reply_bits": ("8 x bytes of every record of every reply as Flower counts it (app metrics included, "
+                   "the audit record not)"),
     "bits_per_coord": "uplink_bits / (clients x model coordinates): bits per coordinate per client",
     "test_loss": "central test loss of the global model after the round",
     "test_accuracy": "central test accuracy of the global model after the round",

@@ -27,14 +27,16 @@ def write_report(out: Path, settings: Settings, table, points, rounds) -> Path:
         f"(batch {run.batch_size}, lr {run.lr}, momentum {run.momentum}), seeds {list(settings.seeds)}.",
         "", f"## Policies (target accuracy {settings.target_accuracy:.0%})", "",
         "Bits and rounds to the target are means over the seeds that reached it (last column).", "",
-        "| policy | uplink bits to target | rounds to target | final accuracy | bits/coord/client | accuracy per Mbit | seeds reaching |",
+        "| policy | uplink bits to target | rounds to target | final accuracy | bits/coord/client "
+        "| accuracy per Mbit | seeds reaching |",
         "|---|---|---|---|---|---|---|",
     ]
     for line in table:
+        reaching = _fmt(line["reached"] * line["seeds"], ".0f")
         lines.append(
             f"| {line['policy']} | {_fmt(line['bits_to_target'], '.3e')} | {_fmt(line['rounds_to_target'], '.0f')} "
             f"| {_fmt(line['final_accuracy'], '.4f')} | {_fmt(line['bits_per_coord'], '.3f')} "
-            f"| {_fmt(line['per_bit_accuracy'], '.3g')} | {_fmt(line['reached'] * line['seeds'], '.0f')}/{line['seeds']} |")
+            f"| {_fmt(line['per_bit_accuracy'], '.3g')} | {reaching}/{line['seeds']} |")
     lines += ["", "## Where the bits go, against the bounds at the measured distortion", "",
               "Rounds after the first; the bounds use the live estimates of `sx2`, `s2` and the "
               "audited compression error of the aggregate. `uplink` is 8 x the payload bytes "
@@ -62,8 +64,8 @@ def write_report(out: Path, settings: Settings, table, points, rounds) -> Path:
             f"| {column('reply_bits').sum() / bits.sum():.3g} "
             f"| {first / sum(float(r['uplink_bits']) for r in runs):.1%} |")
     if points:
-        lines += ["", "## Fixed-lambda sweep (Fig. 8)", "", "| lambda | rounds to target | bits per round | R_sum per round |",
-                  "|---|---|---|---|"]
+        lines += ["", "## Fixed-lambda sweep (Fig. 8)", "",
+                  "| lambda | rounds to target | bits per round | R_sum per round |", "|---|---|---|---|"]
         lines += [f"| {p['lambda']:g} | {_fmt(p['rounds_to_target'], '.0f')} | {p['mean_round_bits']:.3e} "
                   f"| {p['mean_r_sum_bits']:.3e} |" for p in points]
     lines += ["", "## Figures", ""]
@@ -73,7 +75,8 @@ def write_report(out: Path, settings: Settings, table, points, rounds) -> Path:
                           ("bits_to_accuracy.png", "accuracy against cumulative uplink bits")]:
         if (out / name).exists():
             lines.append(f"![{caption}]({name})")
-    lines += ["", "Per-round data: `rounds.csv`, `layers.csv` (columns in docs/simulations.md); summary: `summary.json`."]
+    lines += ["", "Per-round data: `rounds.csv`, `layers.csv` (columns in docs/simulations.md); "
+              "summary: `summary.json`."]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

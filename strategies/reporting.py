@@ -154,8 +154,9 @@ def format_round(train: Mapping[str, object], evaluation: Mapping[str, object] |
         ...               "flrd.uplink-bits": 123456, "flrd.bits-per-coord": 0.0619,
         ...               "flrd.planned-lambda": 16.0, "flrd.planned-distortion": 0.0021,
         ...               "flrd.measured-distortion": 0.0023, "flrd.measured-r-ind-bits": 61728.0},
-        ...              {"test-accuracy": 0.91})
-        'round 3: 10/10 clients, 1.235e+05 bits (0.0619 bit/coord) | planned lambda 16, D 0.0021 | measured D 0.0023, bits/R_ind 2 | accuracy 0.910'
+        ...              {"test-accuracy": 0.91})  # doctest: +NORMALIZE_WHITESPACE
+        'round 3: 10/10 clients, 1.235e+05 bits (0.0619 bit/coord) | planned lambda 16, D 0.0021 |
+         measured D 0.0023, bits/R_ind 2 | accuracy 0.910'
     """
     def num(key: str) -> float | None:
         value = train.get(key)

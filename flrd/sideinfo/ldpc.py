@@ -54,7 +54,7 @@ class SyndromeCode:
     var_edges: NDArray[np.int64]
 
     @classmethod
-    def random(cls, n: int, m: int, seed: int) -> SyndromeCode:
+    def random(cls, n: int, m: int, seed: int | np.random.SeedSequence) -> SyndromeCode:
         """The code of ``m`` checks on ``n`` bits that ``seed`` selects (same on both sides)."""
         if not 1 <= m <= n:
             raise ValueError(f"need 1 <= m <= n, got m={m}, n={n}")

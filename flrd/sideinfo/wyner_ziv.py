@@ -113,7 +113,8 @@ def plane_entropies(spread: float) -> tuple[tuple[float, ...], tuple[float, ...]
     folded.reverse()  # folded[j]: distribution of the low j bits
     h = [float(np.mean(_entropy(folded[j + 1], 1) - _entropy(folded[j], 1))) for j in range(planes)]
     # MAP error of bit j given the low j bits: sum over classes of the smaller joint mass.
-    err = [float(np.mean(np.minimum(folded[j + 1][:, : 2**j], folded[j + 1][:, 2**j :]).sum(axis=1))) for j in range(planes)]
+    err = [float(np.mean(np.minimum(folded[j + 1][:, : 2**j], folded[j + 1][:, 2**j :]).sum(axis=1)))
+           for j in range(planes)]
     return tuple(h), tuple(err)
 
 
@@ -194,7 +195,8 @@ def encode_reconstruct(y: NDArray[np.floating], step: float, cond_std: float, se
             if m == bits.size:
                 data.append(np.packbits(bits).tobytes())
             elif m:
-                data.append(np.packbits(SyndromeCode.random(bits.size, m, _code_seed(seed, b, j)).syndrome(bits)).tobytes())
+                code = SyndromeCode.random(bits.size, m, _code_seed(seed, b, j))
+                data.append(np.packbits(code.syndrome(bits)).tobytes())
     head = _HEAD.pack(_MAGIC, _VERSION, y.size, step, cond_std, seed, planes, BLOCK)
     return b"".join([head, *tables, *data]), q * step - u
 
@@ -228,7 +230,9 @@ def _log_interval(lo: F64, hi: F64) -> F64:
         return lb + np.log1p(-np.exp(np.minimum(la - lb, 0.0)))
 
 
-def _plane_llr(offset: F64, low: NDArray[np.int64], center: NDArray[np.int64], j: int, planes: int, spread: float) -> F64:
+def _plane_llr(
+    offset: F64, low: NDArray[np.int64], center: NDArray[np.int64], j: int, planes: int, spread: float
+) -> F64:
     """LLR of bit ``j`` of ``q`` given the side information (``offset`` =
     ``(w + u)/Δ - center``) and the low ``j`` bits ``low``, over the window."""
     start = center - 2 ** (planes - 1)
@@ -307,7 +311,8 @@ def decode(payload: bytes | memoryview, side_info: NDArray[np.floating], expecte
             if m == size:
                 bits = np.unpackbits(packed, count=size).astype(bool)
             else:
-                llr = np.concatenate([_plane_llr(offset[s], low[s], center[s], j, planes, spread) for s in _blocks(size, _CHUNK)])
+                llr = np.concatenate([_plane_llr(offset[s], low[s], center[s], j, planes, spread)
+                                      for s in _blocks(size, _CHUNK)])
                 if m == 0:
                     bits = llr < 0
                 else:

@@ -89,7 +89,7 @@ def workers(K: ArrayLike) -> NDArray[np.float64]:
 
 def above_floor(D: NDArray[np.float64], floor: ArrayLike, what: str) -> None:
     """Require ``D > floor`` elementwise; ``what`` describes the floor."""
-    if np.any(D <= floor):
+    if np.any(D <= np.asarray(floor)):
         raise ValueError(
             f"D must be > {what} (the error-free variance); "
             f"got D={D!r}, floor={np.asarray(floor)!r}"

@@ -11,7 +11,9 @@ from .rates import sum_rate
 _BISECTION_STEPS = 64  # halves a log-space bracket of width ~140 to ~1e-17
 
 
-def _layer_args(n_l: ArrayLike, sx2_l: ArrayLike, s2_l: ArrayLike, K: ArrayLike):
+def _layer_args(
+    n_l: ArrayLike, sx2_l: ArrayLike, s2_l: ArrayLike, K: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], float]:
     n_l = checks.positive("n_l", n_l)
     sx2_l = checks.nonnegative("sx2_l", sx2_l)
     s2_l = checks.nonnegative("s2_l", s2_l)

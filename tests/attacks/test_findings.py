@@ -35,7 +35,8 @@ def test_a_block_declaring_any_shape_is_left_out_before_allocating(shape):
     assert_same_arrays(arrays, run.honest[0])
 
 
-@pytest.mark.parametrize("value, kind", [(np.inf, "payload"), (-np.inf, "payload"), (np.finfo(np.float32).max, "payload"),
+@pytest.mark.parametrize("value, kind", [(np.inf, "payload"), (-np.inf, "payload"),
+                                         (np.finfo(np.float32).max, "payload"),
                                          (np.nan, "payload"), (3e38, "outlier"), (1e30, "outlier")])
 def test_non_finite_or_huge_values_in_a_valid_message_are_left_out_not_clipped(value, kind, caplog):
     def craft(reply, ctx):

@@ -10,7 +10,9 @@ STEPS = [RNG.standard_normal((8, 16)).astype(np.float32) for _ in range(6)]
 
 
 def make(name):
-    return codec_class(name).for_bits(2.0, STEPS[0]) if name in ("dithered", "m22", "qsgd", "topk", "randk") else get(name)
+    if name in ("dithered", "m22", "qsgd", "topk", "randk"):
+        return codec_class(name).for_bits(2.0, STEPS[0])
+    return get(name)
 
 
 @pytest.mark.parametrize("name", sorted(CODECS))

@@ -81,7 +81,8 @@ def test_truncation_is_detected(name, data):
 @given(data=st.data())
 def test_bit_flips_are_detected(name, data):
     payload = bytearray(pick(data, name))
-    flips = data.draw(st.lists(st.tuples(st.integers(0, len(payload) - 1), st.integers(0, 7)), min_size=1, max_size=4, unique=True))
+    flips = data.draw(st.lists(st.tuples(st.integers(0, len(payload) - 1), st.integers(0, 7)),
+                               min_size=1, max_size=4, unique=True))
     for pos, bit in flips:
         payload[pos] ^= 1 << bit
     with pytest.raises(CodecError):

@@ -35,7 +35,9 @@ def make(name, x):
 
 def nmse(x, xh):
     ref = float(np.sum(x.astype(float) ** 2))
-    return float(np.sum((xh.astype(float) - x.astype(float)) ** 2)) / ref if ref else float(np.sum(xh.astype(float) ** 2))
+    if not ref:
+        return float(np.sum(xh.astype(float) ** 2))
+    return float(np.sum((xh.astype(float) - x.astype(float)) ** 2)) / ref
 
 
 @pytest.mark.parametrize("name", sorted(CODECS))

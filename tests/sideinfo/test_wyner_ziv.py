@@ -18,7 +18,8 @@ W = 4.0 * RNG.standard_normal(N)
 Y = W + RNG.standard_normal(N)
 STEP, COND = 2.0, 1.0
 PAYLOAD, REC = wz.encode_reconstruct(Y, STEP, COND, seed=11)
-FUZZ = settings(derandomize=True, deadline=None, database=None, max_examples=300, suppress_health_check=list(HealthCheck))
+FUZZ = settings(derandomize=True, deadline=None, database=None, max_examples=300,
+                suppress_health_check=list(HealthCheck))
 
 
 def test_decode_equals_encoder_reconstruction_and_is_dithered_test_channel():

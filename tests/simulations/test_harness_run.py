@@ -33,7 +33,8 @@ def test_small_sweep_writes_consistent_records(tmp_path):
         assert row["compression_distortion"] > 0 and not math.isnan(row["sx2_total"])
     assert by_policy["fixed-lambda=2"][2]["lambda"] == 2.0
     layers = read_csv(out / "layers.csv")
-    assert {r["layer"] for r in layers} == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias"}
+    assert {r["layer"] for r in layers} == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias",
+                                            "fc3.weight", "fc3.bias"}
     for name in ("report.md", "summary.json", "fig6_statistics.png", "fig7_rates.png", "bits_to_accuracy.png"):
         assert (out / name).stat().st_size > 0
     assert "| rate-aware |" in (out / "report.md").read_text()
