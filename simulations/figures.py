@@ -90,18 +90,29 @@ def lambda_figure(points: Sequence[Mapping[str, float]], path: Path) -> None:
 def accuracy_figure(rounds: Iterable[Row], target: float, path: Path) -> None:
     """Test accuracy against cumulative uplink bits, one curve per policy (seed mean)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     by_policy: dict[str, list[list[Row]]] = {}
     for (policy, _), run in sorted(group_runs(rounds).items()):
         by_policy.setdefault(policy, []).append(run)
-    for policy, runs in by_policy.items():
+    for index, (policy, runs) in enumerate(by_policy.items()):
         length = min(len(run) for run in runs)
         bits = np.mean([_column(run[:length], "uplink_bits_cum") for run in runs], axis=0)
         acc = np.mean([_column(run[:length], "test_accuracy") for run in runs], axis=0)
-        ax.plot(bits[1:], acc[1:], "-o", ms=2, label=policy)
+        ax.plot(bits[1:], acc[1:], label=policy, ms=3, **_style(index))
     ax.axhline(target, color="grey", lw=0.8, ls=":")
     ax.set(xscale="log", xlabel="cumulative uplink bits", ylabel="test accuracy", title="bits to accuracy")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _style(index: int) -> dict[str, object]:
+    """A distinct colour, marker and dash for each of up to 80 curves: ten colours
+    (tab10) combined with eight markers and four dash patterns."""
+    import matplotlib as mpl
+
+    colours = mpl.colormaps["tab10"].colors
+    markers, dashes = "osD^v<>P", ("-", "--", "-.", ":")
+    return {"color": colours[index % 10], "marker": markers[(index // 10 + index) % 8],
+            "linestyle": dashes[(index // 10) % 4]}

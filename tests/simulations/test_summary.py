@@ -65,3 +65,10 @@ def test_settings_validate_and_policy_specs_parse():
     assert PolicySpec.parse("rate-aware").value is None
     with pytest.raises(ValueError, match="clients_per_round must be in 2..num_clients=5"):
         Settings(num_clients=5, clients_per_round=6)
+
+
+def test_accuracy_figure_styles_are_distinct_for_twelve_policies():
+    from flrd.simulations.figures import _style
+
+    styles = [tuple(sorted((k, str(v)) for k, v in _style(i).items())) for i in range(12)]
+    assert len(set(styles)) == 12
