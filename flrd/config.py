@@ -56,6 +56,8 @@ class RunConfig:
     fraction_train: float = field(default=0.1, metadata=_key(
         "fraction of the connected nodes sampled per round", low=0, high=1, strict_low=True))
     min_train_nodes: int = field(default=2, metadata=_key("fewest nodes sampled per round", low=2))
+    min_replies: int = field(default=0, metadata=_key(
+        "stop the run when fewer replies survive a round's checks (0: never)", low=0))
     fraction_evaluate: float = field(default=0.1, metadata=_key(
         "fraction of nodes asked for federated evaluation (0: none)", low=0, high=1))
     bits: float = field(default=2.0, metadata=_key(

@@ -33,7 +33,7 @@ class RateAwareFedAvg(RateControl, FedAvg):
 
     Parameters
     ----------
-    policy, codec, bits, error_feedback, audit, seed, decoder, loss_key
+    policy, codec, bits, error_feedback, audit, seed, decoder, loss_key, min_replies
         See :class:`~flrd.strategies.rate_control.RateControl`.
     majority_vote : bool (default: False)
         Combine the decoded updates by sign majority vote (SignSGD-MV) instead of
@@ -66,6 +66,7 @@ class RateAwareFedAvg(RateControl, FedAvg):
         seed: int = 0,
         decoder: UpdateDecoder | None = None,
         loss_key: str = "train_loss",
+        min_replies: int = 0,
         majority_vote: bool = False,
         fraction_train: float = 1.0,
         fraction_evaluate: float = 1.0,
@@ -80,7 +81,7 @@ class RateAwareFedAvg(RateControl, FedAvg):
     ) -> None:
         super().__init__(
             policy=policy, codec=codec, bits=bits, error_feedback=error_feedback,
-            audit=audit, seed=seed, decoder=decoder, loss_key=loss_key,
+            audit=audit, seed=seed, decoder=decoder, loss_key=loss_key, min_replies=min_replies,
             fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
             min_train_nodes=min_train_nodes, min_evaluate_nodes=min_evaluate_nodes,
             min_available_nodes=min_available_nodes, weighted_by_key=weighted_by_key,

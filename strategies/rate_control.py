@@ -115,6 +115,10 @@ class RateControl:
         Turns payloads into updates; replace it for side-information decoding.
     loss_key : str (default: "train_loss")
         Client metric passed to the policy as the round's loss, when present.
+    min_replies : int (default: 0)
+        Stop the run (``RuntimeError`` naming the round and the counts) when fewer
+        replies survive a round's checks. With 0 a round that keeps none logs a
+        warning and leaves the model where it was.
     **kwargs
         Passed on to the base strategy (e.g. ``fraction_train``, ``proximal_mu``).
 
@@ -129,11 +133,13 @@ class RateControl:
     def __init__(self, *, policy: RatePolicy | None = None, codec: str = "dithered",
                  bits: float | None = None, error_feedback: bool = False,
                  audit: bool = False, seed: int = 0, decoder: UpdateDecoder | None = None,
-                 loss_key: str = "train_loss", **kwargs: object) -> None:
+                 loss_key: str = "train_loss", min_replies: int = 0, **kwargs: object) -> None:
         super().__init__(**kwargs)
         codec_class(codec)  # an unknown name fails here, not in every client
         if bits is not None and not 0 < bits <= 32:
             raise ValueError(f"bits must be in (0, 32] bits per coordinate, got {bits!r}")
+        if not isinstance(min_replies, int) or isinstance(min_replies, bool) or min_replies < 0:
+            raise ValueError(f"min_replies must be an integer >= 0, got {min_replies!r}")
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
             raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         fraction = getattr(self, "fraction_train", None)
@@ -148,6 +154,7 @@ class RateControl:
         self.seed = seed
         self.decoder = decoder if decoder is not None else UpdateDecoder()
         self.loss_key = loss_key
+        self.min_replies = min_replies
         self.rounds_completed = 0
         self.previous_update: Arrays | None = None
         self.sent_round: SentRound | None = None
@@ -252,6 +259,7 @@ class RateControl:
         """Decode and check the replies, aggregate them, observe and report the round."""
         sent = self._sent(server_round)
         decoded = self._decode_replies(sent, replies)
+        self._check_survivors(server_round, decoded)
         result = (self.aggregate_decoded(server_round, decoded) if decoded.updates
                   else Aggregate(None, None, None))
         applied = None
@@ -377,6 +385,17 @@ class RateControl:
                 self._exclude(decoded, reply.metadata.src_node_id, *reason)
         decoded.updates = [u for u, r in zip(updates, reasons, strict=True) if r is None]
         decoded.replies = [m for m, r in zip(replies, reasons, strict=True) if r is None]
+
+    def _check_survivors(self, server_round: int, decoded: DecodedRound) -> None:
+        kept = len(decoded.updates)
+        counts = (f"{kept} of {len(decoded.sent.requests)} sampled replies kept ({decoded.num_failed} "
+                  f"failed, {decoded.num_rejected} left out, "
+                  f"{len(decoded.sent.requests) - decoded.num_replies} missing)")
+        if kept < self.min_replies:
+            raise RuntimeError(f"flrd: round {server_round}: {counts}, fewer than "
+                               f"min_replies={self.min_replies}; stopping the run")
+        if kept == 0:
+            log(WARNING, "flrd: round %s: %s; the model did not move", server_round, counts)
 
     def _exclude(self, decoded: DecodedRound, node_id: int, kind: str, reason: str) -> None:
         decoded.num_rejected += 1

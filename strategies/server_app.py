@@ -48,7 +48,8 @@ def build_strategy_from_config(config: RunConfig, layer_sizes: list[int]) -> Rat
                        "target_accuracy_eps": config.target_accuracy_eps,
                        "smoothing": config.smoothing,
                        "warmup_relative_noise": config.warmup_relative_noise},
-        audit=config.audit, seed=config.seed, fraction_train=config.fraction_train,
+        audit=config.audit, seed=config.seed, min_replies=config.min_replies,
+        fraction_train=config.fraction_train,
         min_train_nodes=config.min_train_nodes, min_available_nodes=config.min_train_nodes,
         fraction_evaluate=config.fraction_evaluate,
     )

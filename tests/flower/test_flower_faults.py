@@ -132,3 +132,18 @@ def test_wrapped_fedavg_survives_a_reply_with_inconsistent_app_metrics():
     for metrics in result.train_metrics_clientapp.values():
         assert (metrics["flrd.accepted"], metrics["flrd.rejected"]) == (3, 1)
         assert "train_loss" in metrics
+
+
+def test_min_replies_stops_the_run_and_names_the_round():
+    grid = InProcessGrid(plain_client_app([compression_mod], fail=lambda r, p: r == 2 and p > 0), 4)
+    strategy = RateAwareFedAvg(min_replies=2, fraction_evaluate=0.0)
+    with pytest.raises(RuntimeError, match=r"round 2: 1 of 4 sampled replies kept \(3 failed.*min_replies=2"):
+        strategy.start(grid, initial_arrays(), num_rounds=3)
+
+
+def test_a_round_without_survivors_warns_and_keeps_the_model(caplog):
+    grid = InProcessGrid(plain_client_app([compression_mod], fail=lambda r, p: True), 3)
+    result = RateAwareFedAvg(fraction_evaluate=0.0).start(grid, initial_arrays(), num_rounds=1)
+    assert "round 1: 0 of 3 sampled replies kept (3 failed" in caplog.text
+    assert "the model did not move" in caplog.text
+    assert result.train_metrics_clientapp[1]["flrd.accepted"] == 0
