@@ -62,12 +62,6 @@ class RoundPlan:
     warmup_relative_noise: float
     predicted: dict[str, float] = field(default_factory=dict)
 
-    def metrics(self) -> dict[str, float]:
-        """Flat float metrics for logging (bits are per round, summed over clients)."""
-        out = {"lambda": self.lambda_, "distortion_total": self.distortion_total, "warmup": float(self.warmup)}
-        out.update(self.predicted)
-        return out
-
 
 class RatePolicy:
     """Corollary-3 distortion choice with smoothed live statistics.
