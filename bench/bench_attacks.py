@@ -134,17 +134,23 @@ BENCH_KINDS = [hostile.flip_byte, hostile.truncate, hostile.float32_for_dithered
                hostile.list_loss, hostile.absurd_loss]
 
 
+def _chosen(msg, context, reply) -> tuple[int, int] | None:
+    """(partition id, round) of a train reply whose ``pid % 5 == round % 5``, else None."""
+    if msg.metadata.message_type != "train" or reply.has_error():
+        return None
+    pid, server_round = int(context.node_config["partition-id"]), int(msg.content["config"]["server-round"])
+    return (pid, server_round) if pid % 5 == server_round % 5 else None
+
+
 def hostile_mod(msg, context, call_next):
     """Makes the train replies of ``pid % 5 == round % 5`` hostile, by (round, pid)."""
     from flrd.codecs.message import decode_update
     from flrd.protocol import CompressionRequest
 
     reply = call_next(msg, context)
-    if msg.metadata.message_type != "train" or reply.has_error():
+    if (chosen := _chosen(msg, context, reply)) is None:
         return reply
-    pid, server_round = int(context.node_config["partition-id"]), int(msg.content["config"]["server-round"])
-    if pid % 5 != server_round % 5:
-        return reply
+    pid, server_round = chosen
     request = CompressionRequest.from_config(msg.content["config"])
     layout = {n: tuple(a.shape) for n, a in msg.content["arrays"].items()}
     update = decode_update(hostile.payload_of(reply), request, node_id=context.node_id, layout=layout).arrays
@@ -159,10 +165,7 @@ def silent_mod(msg, context, call_next):
     from flwr.app import Error, Message
 
     reply = call_next(msg, context)
-    if msg.metadata.message_type != "train" or reply.has_error():
-        return reply
-    pid, server_round = int(context.node_config["partition-id"]), int(msg.content["config"]["server-round"])
-    if pid % 5 != server_round % 5:
+    if _chosen(msg, context, reply) is None:
         return reply
     return Message(Error(code=0, reason="control: this client drops out"), reply_to=msg)
 

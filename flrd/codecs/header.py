@@ -99,12 +99,17 @@ def peek_codec_id(payload: bytes | bytearray | memoryview) -> int:
     view = _byte_view(payload)
     if len(view) < _PREFIX.size:
         raise CodecError(f"payload too short: {len(view)} bytes < {MIN_PAYLOAD}")
-    magic, version, codec_id, _, _ = _PREFIX.unpack_from(view, 0)
+    return _prefix(view)[0]
+
+
+def _prefix(view: memoryview) -> tuple[int, int, int]:
+    """(codec id, dtype code, ndim) of a prefix whose magic and version are valid."""
+    magic, version, codec_id, dtype_code, ndim = _PREFIX.unpack_from(view, 0)
     if magic != MAGIC:
         raise CodecError(f"wrong magic {bytes(magic)!r}, expected {MAGIC!r}")
     if version != VERSION:
         raise CodecError(f"unsupported format version {version}, expected {VERSION}")
-    return int(codec_id)
+    return int(codec_id), int(dtype_code), int(ndim)
 
 
 def _byte_view(payload: object) -> memoryview:
@@ -124,11 +129,7 @@ def parse_payload(payload: bytes | bytearray | memoryview, max_elements: int) ->
     view = _byte_view(payload)
     if len(view) < MIN_PAYLOAD:
         raise CodecError(f"payload too short: {len(view)} bytes < {MIN_PAYLOAD}")
-    magic, version, codec_id, dtype_code, ndim = _PREFIX.unpack_from(view, 0)
-    if magic != MAGIC:
-        raise CodecError(f"wrong magic {bytes(magic)!r}, expected {MAGIC!r}")
-    if version != VERSION:
-        raise CodecError(f"unsupported format version {version}, expected {VERSION}")
+    codec_id, dtype_code, ndim = _prefix(view)
     (stored_crc,) = _CRC.unpack_from(view, len(view) - _CRC.size)
     if zlib.crc32(view[: len(view) - _CRC.size]) != stored_crc:
         raise CodecError("CRC32 mismatch: payload corrupted")
