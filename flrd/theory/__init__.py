@@ -1,4 +1,4 @@
-"""Rate-distortion limits of unbiased model aggregation (THEORY.md §2-9).
+"""Rate-distortion limits of unbiased model aggregation (THEORY.md §2-9, §11-15).
 
 Rates are in bits per coordinate (sums over workers unless stated), distortions
 per coordinate unless named ``*_tot``. Functions broadcast like numpy ufuncs where
@@ -13,6 +13,16 @@ True
 """
 
 from . import checks
+from .calibration import (
+    DeltaConstants,
+    SmoothnessEstimator,
+    calibrated_distortion,
+    curvature_from_contraction,
+    delta_constants,
+    delta_contraction,
+    suboptimality,
+    target_eps,
+)
 from .convergence import DistortionChoice, choose_distortion, interior_optimum_margin, rounds_needed, total_cost
 from .estimation import VarianceEstimate, estimate_variances, winsorize
 from .layers import error_free_distortion, round_cost, split_distortion
@@ -24,13 +34,19 @@ from .waterfill import heterogeneous_independent_rate, heterogeneous_sum_rate, m
 
 __all__ = [
     "Allocation",
+    "DeltaConstants",
     "DistortionChoice",
     "LocalStepGains",
     "SignSGDModel",
+    "SmoothnessEstimator",
     "VarianceEstimate",
+    "calibrated_distortion",
     "ceo_sum_rate",
     "checks",
     "choose_distortion",
+    "curvature_from_contraction",
+    "delta_constants",
+    "delta_contraction",
     "error_free_distortion",
     "estimate_variances",
     "heterogeneous_independent_rate",
@@ -47,8 +63,10 @@ __all__ = [
     "signsgd_distortion",
     "signsgd_model",
     "split_distortion",
+    "suboptimality",
     "sum_rate",
     "sum_rate_slope",
+    "target_eps",
     "total_cost",
     "waterfill",
     "weighted_sum_allocation",
