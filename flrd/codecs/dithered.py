@@ -237,8 +237,10 @@ def encode_layer(encoder: constriction.stream.queue.RangeEncoder, array: Any, pl
         top = max_abs(flat)
         pieces = _numpy_pieces(flat, plan, key, out)
     if top / plan.step >= _MAX_STEPS:
-        raise ValueError(f"noise target too small for this input: max|x|/step must be < 2**52, got {top / plan.step:.3e}")
-    scale, pending, count = plan.scale, [], 0
+        raise ValueError("noise target too small for this input: max|x|/step must be < 2**52, "
+                         f"got {top / plan.step:.3e}")
+    scale, count = plan.scale, 0
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
     max_index = top / plan.step + 2  # bounds |q|: lets groups skip the scan for escapes
     for q, low in pieces:
         pending.append((q, low))
@@ -252,7 +254,9 @@ def encode_layer(encoder: constriction.stream.queue.RangeEncoder, array: Any, pl
 
 def _joined(pending: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """The pieces of one coded group, concatenated (a single piece as it is)."""
-    return pending[0] if len(pending) == 1 else tuple(map(np.concatenate, zip(*pending)))  # type: ignore[return-value]
+    if len(pending) == 1:
+        return pending[0]
+    return np.concatenate([q for q, _ in pending]), np.concatenate([low for _, low in pending])
 
 
 def decode_layer(decoder: constriction.stream.queue.RangeDecoder, size: int, plan: Plan, key: int,

@@ -131,7 +131,9 @@ def _plan(request: CompressionRequest, index: int, stat: int, family: int) -> Pl
         noise_var = request.noise_var[index]
         snr = float(SNR_GRID[stat])
         return plan_layer(noise_var, snr * noise_var, snr, family)
-    rel = float(request.relative_noise)  # type: ignore[arg-type]
+    if request.relative_noise is None:  # _kind() makes no dithered layer without a target
+        raise ValueError("a dithered layer needs noise_var or relative_noise in the request")
+    rel = float(request.relative_noise)
     m2 = float(ABS_GRID[stat])
     return plan_layer(rel * m2, m2, 1.0 / rel, family)
 
@@ -210,7 +212,9 @@ def encode_update(update: Mapping[str, Any], request: CompressionRequest, *, nod
     family = stats[largest][1] if largest is not None else 0
     stat_part, blocks = bytearray(), bytearray()
     encoder = constriction.stream.queue.RangeEncoder()
-    m2s, noise, recon = [], [], {} if reconstruct else None
+    m2s: list[float] = []
+    noise: list[float] = []
+    recon: dict[str, np.ndarray] | None = {} if reconstruct else None
     for i, name in enumerate(names):
         m2, values, key = stats[i][0], update[name], layer_seed(request.seed, node_id, i)
         m2s.append(m2)
@@ -238,11 +242,13 @@ def encode_update(update: Mapping[str, Any], request: CompressionRequest, *, nod
                 index = round_to_grid(ABS_GRID, m2, stat_uniform(key))
                 stat_part += abs_bytes(index)
             plan = _plan(request, i, index, family)
-            out = np.empty(_numel(values), np.float64) if recon is not None else None
-            encode_layer(encoder, values if out is None else _numpy(values), plan, key, out=out)
+            if recon is None:
+                encode_layer(encoder, values, plan, key)
+            else:
+                out = np.empty(_numel(values), np.float64)
+                encode_layer(encoder, _numpy(values), plan, key, out=out)
+                recon[name] = out.reshape(np.shape(_numpy(values)))
             noise.append(plan.expected_noise_var(m2))
-            if recon is not None:
-                recon[name] = out.reshape(np.shape(_numpy(values)))  # type: ignore[union-attr]
     stream = stream_bytes(encoder) if dithered else b""
     rest = bytes(stat_part) + bytes(blocks) + stream
     shapes = [tuple(int(s) for s in np.shape(update[n])) for n in names]
@@ -259,7 +265,7 @@ def decode_update(payload: bytes | memoryview, request: CompressionRequest, *, n
     if request.noise_var is not None and len(request.noise_var) != len(shapes):
         raise ValueError(f"{len(request.noise_var)} noise targets for {len(shapes)} layers")
     try:
-        view = memoryview(payload).cast("B")  # type: ignore[arg-type]
+        view = memoryview(payload).cast("B")
     except TypeError as err:
         raise CodecError(f"payload must be bytes-like, got {type(payload).__name__}") from err
     try:
@@ -282,21 +288,24 @@ def _decode(view: memoryview, request: CompressionRequest, node_id: int,
         raise CodecError("check mismatch: corrupted, or decoded against the wrong request/node")
     names, sizes = list(layout), [math.prod(s) for s in layout.values()]
     kinds = [_kind(request, i) for i in range(len(names))]
-    pos, stat = FRAMING_BYTES, []
+    # Per layer its statistic indices: dithered (m2 or SNR,), baseline (m2, noise), exact ().
+    pos, stat = FRAMING_BYTES, list[tuple[int, ...]]()
     for kind in kinds:
         if kind == _DITHERED and request.noise_var is not None:
             index, pos = read_snr(view, pos)
+            stat.append((index,))
         elif kind == _DITHERED:
             index, pos = read_abs(view, pos)
+            stat.append((index,))
         elif kind == _BASELINE:
             index, pos = read_abs(view, pos)
             qindex, pos = read_abs(view, pos)
-            index = (index, qindex)
+            stat.append((index, qindex))
         else:
-            index = None
-        stat.append(index)
+            stat.append(())
     stats_bytes = pos - FRAMING_BYTES
-    arrays, m2s, noise = {}, [0.0] * len(names), [0.0] * len(names)
+    arrays: dict[str, np.ndarray] = {}
+    m2s, noise = [0.0] * len(names), [0.0] * len(names)
     for i, name in enumerate(names):
         if kinds[i] == _EXACT:
             if pos + 4 * sizes[i] > len(view):
@@ -320,14 +329,16 @@ def _decode(view: memoryview, request: CompressionRequest, node_id: int,
             if values.shape != layout[name]:
                 raise CodecError(f"layer {name!r}: shape {values.shape} != {layout[name]}")
             arrays[name] = values.astype(np.float64)
-            m2s[i], noise[i] = float(ABS_GRID[stat[i][0]]), float(ABS_GRID[stat[i][1]])
+            m2_index, noise_index = stat[i]
+            m2s[i], noise[i] = float(ABS_GRID[m2_index]), float(ABS_GRID[noise_index])
     decoder = stream_decoder(view[pos:])
     for i, name in enumerate(names):
         if kinds[i] != _DITHERED:
             continue
-        if stat[i] >= (SNR_GRID.size if request.noise_var is not None else ABS_GRID.size):
-            raise CodecError(f"layer {name!r}: statistic index {stat[i]} out of range")
-        plan = _plan(request, i, stat[i], family)
+        (index,) = stat[i]
+        if index >= (SNR_GRID.size if request.noise_var is not None else ABS_GRID.size):
+            raise CodecError(f"layer {name!r}: statistic index {index} out of range")
+        plan = _plan(request, i, index, family)
         arrays[name] = decode_layer(decoder, sizes[i], plan, layer_seed(request.seed, node_id, i)).reshape(layout[name])
         m2s[i], noise[i] = plan.m2, plan.expected_noise_var(plan.m2)
     # Bytes the decoder never reads are not what the request asked for (e.g. another

@@ -22,6 +22,7 @@ import constriction
 import numpy as np
 from scipy import special
 
+from .entropy import decode_guarded
 from .errors import CodecError
 
 STRATA = 32
@@ -168,7 +169,7 @@ def decode_group(decoder: constriction.stream.queue.RangeDecoder, low: np.ndarra
         lo, hi = bounds[j], bounds[j + 1]
         if lo == hi:
             continue
-        s = _guarded(decoder.decode, models[j], hi - lo)
+        s = decode_guarded(decoder, models[j], hi - lo)
         symbols[lo:hi] = s
         if np.minimum.reduce(s) == 0 or np.maximum.reduce(s) == top:  # escapes: their excess follows this stratum
             for e in np.flatnonzero((s == 0) | (s == top)).tolist():
@@ -186,26 +187,19 @@ def _encode_excess(encoder: constriction.stream.queue.RangeEncoder, excess: int)
     nbits = excess.bit_length()  # < 54: |q| < 2**53 is checked by the caller
     encoder.encode(np.array([nbits], np.int32), constriction.stream.model.Uniform(64))
     for shift in range(0, nbits, _ESC_CHUNK):
-        encoder.encode(np.array([(excess >> shift) & 0xFFFF], np.int32), constriction.stream.model.Uniform(1 << _ESC_CHUNK))
+        piece = np.array([(excess >> shift) & 0xFFFF], np.int32)
+        encoder.encode(piece, constriction.stream.model.Uniform(1 << _ESC_CHUNK))
 
 
 def _decode_excess(decoder: constriction.stream.queue.RangeDecoder) -> int:
-    nbits = int(_guarded(decoder.decode, constriction.stream.model.Uniform(64), 1)[0])
+    nbits = int(decode_guarded(decoder, constriction.stream.model.Uniform(64), 1)[0])
     if nbits > 53:
         raise CodecError(f"escape of {nbits} bits exceeds the 53-bit index range")
     excess = 0
     for shift in range(0, nbits, _ESC_CHUNK):
-        excess |= int(_guarded(decoder.decode, constriction.stream.model.Uniform(1 << _ESC_CHUNK), 1)[0]) << shift
+        piece = decode_guarded(decoder, constriction.stream.model.Uniform(1 << _ESC_CHUNK), 1)
+        excess |= int(piece[0]) << shift
     return excess
-
-
-def _guarded(fn, *args):  # type: ignore[no-untyped-def]
-    try:
-        return fn(*args)
-    except (KeyboardInterrupt, SystemExit, GeneratorExit):
-        raise
-    except BaseException as err:  # constriction panics derive from BaseException
-        raise CodecError(f"corrupt entropy-coded data: {err}") from err
 
 
 def stream_bytes(encoder: constriction.stream.queue.RangeEncoder) -> bytes:
