@@ -47,7 +47,16 @@ import numpy as np
 from flrd.protocol import CompressionRequest
 
 from .base import Codec
-from .dithered import Plan, decode_layer, encode_layer, family_from, moments, plan_layer, stat_uniform
+from .dithered import (
+    Moments,
+    Plan,
+    decode_layer,
+    encode_layer,
+    family_from,
+    moments,
+    plan_layer,
+    stat_uniform,
+)
 from .errors import CodecError
 from .header import parse_payload
 from .numerics import as_float_array, rms
@@ -57,7 +66,7 @@ from .stratified import stream_bytes, stream_decoder
 
 __all__ = ["DecodedUpdate", "EncodedUpdate", "FRAMING_BYTES", "decode_update", "encode_update", "layer_seed"]
 
-VERSION = 1
+VERSION = 2  # 2: tuple-coded strata, two dithers per Philox word, groups of up to 2**16
 FRAMING_BYTES = 3
 EXACT_CODEC = "float32"
 _U64 = (1 << 64) - 1
@@ -147,17 +156,30 @@ def _check(context: int, rest: bytes | memoryview) -> bytes:
     return (zlib.crc32(rest, context) & 0xFFFF).to_bytes(2, "little")
 
 
-def _stats(values: Any) -> tuple[float, int]:
-    """(m2, entropy-model family) of a numpy array or torch tensor, in float64
-    without copying the layer to float64 at once."""
+def _stats(name: str, values: Any) -> tuple[Moments, int]:
+    """(moments, entropy-model family) of a numpy array or torch tensor, in float64
+    without copying the layer to float64 at once.
+
+    Raises ValueError naming the layer when it is not floating point or not finite.
+    """
     if hasattr(values, "detach"):
+        import torch
+
         flat, step = values.detach().reshape(-1), 1 << 16
-        parts = [flat[i : i + step].double() for i in range(0, flat.numel(), step)]
-        m2 = sum(float((p**2).sum()) for p in parts) / max(flat.numel(), 1)
-        mean_abs = sum(float(p.abs().sum()) for p in parts) / max(flat.numel(), 1)
-        return m2, family_from(m2, mean_abs)
-    m2, mean_abs = moments(as_float_array(values).reshape(-1))
-    return m2, family_from(m2, mean_abs)
+        if not bool(torch.isfinite(flat).all()):
+            raise ValueError(f"non-finite update in layer {name!r}")
+        parts = [flat[i : i + step].double().abs() for i in range(0, flat.numel(), step)]
+        size = max(flat.numel(), 1)
+        m = Moments(sum(float((p**2).sum()) for p in parts) / size, sum(float(p.sum()) for p in parts) / size,
+                    max((float(p.max()) for p in parts), default=0.0))
+    else:
+        arr = np.asarray(values)
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"layer {name!r}: dtype {arr.dtype} is not floating point")
+        m = moments(as_float_array(arr).reshape(-1))
+        if not math.isfinite(m.max_abs):
+            raise ValueError(f"non-finite update in layer {name!r}")
+    return m, family_from(m.m2, m.mean_abs)
 
 
 def _varint(n: int) -> bytes:
@@ -203,10 +225,8 @@ def encode_update(update: Mapping[str, Any], request: CompressionRequest, *, nod
     names = list(update)
     if request.noise_var is not None and len(request.noise_var) != len(names):
         raise ValueError(f"{len(request.noise_var)} noise targets for {len(names)} layers")
-    for name in names:
-        _check_finite(name, update[name])
     kinds = [_kind(request, i) for i in range(len(names))]
-    stats = [_stats(update[n]) for n in names]
+    stats = [_stats(n, update[n]) for n in names]
     dithered = [i for i, k in enumerate(kinds) if k == _DITHERED]
     largest = max(dithered, key=lambda i: _numel(update[names[i]]), default=None)
     family = stats[largest][1] if largest is not None else 0
@@ -216,7 +236,7 @@ def encode_update(update: Mapping[str, Any], request: CompressionRequest, *, nod
     noise: list[float] = []
     recon: dict[str, np.ndarray] | None = {} if reconstruct else None
     for i, name in enumerate(names):
-        m2, values, key = stats[i][0], update[name], layer_seed(request.seed, node_id, i)
+        m2, top, values, key = stats[i][0].m2, stats[i][0].max_abs, update[name], layer_seed(request.seed, node_id, i)
         m2s.append(m2)
         if kinds[i] == _EXACT:
             exact = _numpy(values).astype("<f4")
@@ -243,10 +263,10 @@ def encode_update(update: Mapping[str, Any], request: CompressionRequest, *, nod
                 stat_part += abs_bytes(index)
             plan = _plan(request, i, index, family)
             if recon is None:
-                encode_layer(encoder, values, plan, key)
+                encode_layer(encoder, values, plan, key, top=top)
             else:
                 out = np.empty(_numel(values), np.float64)
-                encode_layer(encoder, _numpy(values), plan, key, out=out)
+                encode_layer(encoder, _numpy(values), plan, key, out=out, top=top)
                 recon[name] = out.reshape(np.shape(_numpy(values)))
             noise.append(plan.expected_noise_var(m2))
     stream = stream_bytes(encoder) if dithered else b""
@@ -356,17 +376,3 @@ def _numel(values: Any) -> int:
 
 def _numpy(values: Any) -> np.ndarray:
     return as_float_array(values) if hasattr(values, "detach") else np.asarray(values)
-
-
-def _check_finite(name: str, values: Any) -> None:
-    if hasattr(values, "detach"):
-        import torch
-
-        finite = bool(torch.isfinite(values.detach()).all())
-    else:
-        arr = np.asarray(values)
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise ValueError(f"layer {name!r}: dtype {arr.dtype} is not floating point")
-        finite = bool(np.isfinite(arr).all())
-    if not finite:
-        raise ValueError(f"non-finite update in layer {name!r}")
