@@ -39,8 +39,10 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     d = 1 << 22 if cuda else 1 << 20  # torch's integer Philox on a CPU is slow: keep the fallback short
     device = "cuda" if cuda else "cpu"
-    name = torch.cuda.get_device_name() if cuda else f"CPU through torch (no CUDA), {platform.processor() or platform.machine()}"
-    print(f"device: {name} | torch {torch.__version__} | numpy {np.__version__} | {os.cpu_count()} CPUs | d = 2**{d.bit_length() - 1}")
+    cpu = platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name() if cuda else f"CPU through torch (no CUDA), {cpu}"
+    print(f"device: {name} | torch {torch.__version__} | numpy {np.__version__} | {os.cpu_count()} CPUs | "
+          f"d = 2**{d.bit_length() - 1}")
     x = np.random.default_rng(0).standard_normal(d).astype(np.float32)
     xt = torch.from_numpy(x).to(device)
     print("\n| bit | identical bytes | numpy encode ms | torch encode ms | torch speed / numpy | numpy decode ms |")

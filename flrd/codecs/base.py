@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
@@ -11,8 +12,9 @@ from .errors import CodecError
 from .header import Header, pack_payload, parse_payload
 from .numerics import as_float_array, check_finite
 
-Body = list[bytes | memoryview]
-C = TypeVar("C", bound="type[Codec]")
+#: Body chunks a codec returns, joined in order (a Sequence: lists of bytes qualify).
+Body = Sequence[bytes | memoryview]
+C = TypeVar("C", bound="Codec")
 
 #: Every codec class by name and by wire id, filled by :func:`register` at import.
 CODECS: dict[str, type[Codec]] = {}

@@ -15,8 +15,9 @@ codec picks one of two unbiased schemes, per layer, from what both sides know
   ``d_q`` minimizes the expected rate ``p·r(D_q)``, where the dithered quantizer is
   most efficient (``d_q`` near 1: kept coordinates at SNR about 1).
 
-Dither and subset come from :mod:`flrd.codecs.rng` (Philox of (seed, index)); the
-indices are range coded under a table per dither stratum (:mod:`.stratified`).
+Dither and subset come from :mod:`flrd.codecs.rng` (Philox of (seed, index); plain
+layers take two 32-bit dithers per 64-bit word); the indices are range coded under a
+table per dither stratum (:mod:`.stratified`), in groups of :func:`group_size`.
 The planning ``m2`` is the one-byte statistic (:mod:`.stats`), stochastically
 rounded, so the server computes the same plan and the expected noise.
 
@@ -30,7 +31,7 @@ import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, NamedTuple, Self
 
 import constriction
 import numpy as np
@@ -39,7 +40,7 @@ from .base import Body, Codec, expect_params, int_param, positive_float, registe
 from .errors import CodecError
 from .header import Header
 from .numerics import as_float_array, chunks, max_abs, rms, store
-from .rng import KEY_HI, dither_unit, keep_limit, keep_threshold, low_bits
+from .rng import KEY_HI, both_halves, dither_unit, keep_limit, keep_threshold, low_bits
 from .stats import SNR_GRID, round_to_grid
 from .stratified import (
     decode_group,
@@ -52,7 +53,16 @@ from .stratified import (
 
 _ALL = 2**32  # keep threshold meaning "every coordinate"
 _MAX_STEPS = 2.0**52  # max|x|/Δ bound keeping q exact in float64
-_GROUP = 1 << 14  # kept symbols entropy-coded per stratum sort (bounds the temporaries)
+# Kept symbols entropy-coded per stratum sort, and coordinates per chunk: 1/16 of the
+# layer within these bounds, so the temporaries stay a fraction of the layer while
+# big layers pay few groups' Python work (32 strata x up to 3 coder calls each).
+_GROUP_BITS = (14, 16)
+
+
+def group_size(size: int) -> int:
+    """Coordinates per chunk and kept symbols per coded group for a layer of ``size``
+    (a power of two, so chunks start on Philox blocks)."""
+    return 1 << max(_GROUP_BITS[0], min(_GROUP_BITS[1], size.bit_length() - 5))
 _DQ_GRID = 2.0 ** (np.arange(-16, 17) / 8)  # candidate d_q = D_q / m2
 _STAT_SALT = 0x5354  # separates the statistic's rounding coin from the dither stream
 
@@ -132,19 +142,35 @@ def plan_layer(noise_var: float, m2: float, snr: float, family: int = 0) -> Plan
     return Plan(math.sqrt(12.0 * dq_noise), threshold, family, m2, dq_noise)
 
 
-def moments(flat: np.ndarray) -> tuple[float, float]:
-    """(mean square, mean magnitude) in one chunked float64 pass (no BLAS: its thread
-    pool costs more than it saves on a shared machine)."""
+class Moments(NamedTuple):
+    """A layer's mean square, mean magnitude and largest magnitude (NaN or infinite
+    when the layer is not finite)."""
+
+    m2: float
+    mean_abs: float
+    max_abs: float
+
+
+def moments(flat: np.ndarray) -> Moments:
+    """:class:`Moments` in one chunked pass: float32 input in float32 (pairwise sums
+    per chunk, accurate to ~1e-7, far below the statistic's grid), else float64; no
+    BLAS (its thread pool costs more than it saves on a shared machine)."""
     if flat.size == 0:
-        return 0.0, 0.0
-    sq = ab = 0.0
+        return Moments(0.0, 0.0, 0.0)
+    work = np.float32 if flat.dtype == np.float32 else np.float64  # float16 squares overflow
+    sq = ab = top = 0.0
     for sl in chunks(flat.size, 1 << 16):
-        part = np.abs(flat[sl], dtype=np.float64)
+        part = np.abs(flat[sl], dtype=work)
+        peak = float(np.maximum.reduce(part))  # NaN if the chunk holds one
+        if not math.isfinite(peak):
+            return Moments(math.nan, math.nan, math.nan)
+        top = max(top, peak)
         ab += float(np.add.reduce(part))
-        sq += float(np.add.reduce(part * part))
+        part *= part
+        sq += float(np.add.reduce(part))
     if not np.isfinite(sq):  # float64 input near its range: scale first
         sq = rms(flat) ** 2 * flat.size
-    return sq / flat.size, ab / flat.size
+    return Moments(sq / flat.size, ab / flat.size, top)
 
 
 def family_from(m2: float, mean_abs: float) -> int:
@@ -155,7 +181,8 @@ def family_from(m2: float, mean_abs: float) -> int:
 
 def choose_family(flat: np.ndarray) -> int:
     """:func:`family_from` the layer's moments."""
-    return family_from(*moments(flat))
+    m = moments(flat)
+    return family_from(m.m2, m.mean_abs)
 
 
 def stat_uniform(key: int) -> float:
@@ -171,17 +198,17 @@ Pieces = Iterator[tuple[np.ndarray, np.ndarray]]
 
 
 def _numpy_pieces(flat: np.ndarray, plan: Plan, key: int, out: np.ndarray | None) -> Pieces:
-    """(float64 indices, uint32 low bits of their words) of the kept coordinates,
-    chunk by chunk; writes the reconstruction into ``out`` when given."""
+    """(float64 indices, uint32 dithers) of the kept coordinates, chunk by chunk;
+    writes the reconstruction into ``out`` when given."""
     gen, step, sparse = _words(key), plan.step, plan.threshold < _ALL
-    limit = keep_limit(plan.threshold) if sparse else None
-    for sl in chunks(flat.size):
-        words = gen.random_raw(sl.stop - sl.start)
+    for sl in chunks(flat.size, group_size(flat.size)):
         values = flat[sl]
         if sparse:
-            kept = np.flatnonzero(words < limit)
-            words, values = words[kept], values[kept]
-        low = low_bits(words)
+            words = gen.random_raw(values.size)
+            kept = np.flatnonzero(words < keep_limit(plan.threshold))
+            values, low = values[kept], low_bits(words[kept])
+        else:
+            low = both_halves(gen.random_raw((values.size + 1) // 2))[: values.size]
         u = dither_unit(low)
         q = np.divide(values, step, dtype=np.float64)
         q += u
@@ -194,6 +221,7 @@ def _numpy_pieces(flat: np.ndarray, plan: Plan, key: int, out: np.ndarray | None
                 out[sl][kept] = rec
             else:
                 out[sl] = rec
+        del u  # not held while the caller codes the group: peak memory
         yield q, low
 
 
@@ -205,14 +233,19 @@ def _torch_pieces(tensor: Any, plan: Plan, key: int) -> Pieces:
     from .rng import philox_torch
 
     flat, step = tensor.detach().reshape(-1), plan.step
-    for sl in chunks(flat.numel()):  # the numpy path's chunks: same groups, same stream
-        words = philox_torch(key, sl.stop - sl.start, flat.device, start=sl.start)
+    for sl in chunks(flat.numel(), group_size(flat.numel())):  # numpy's chunks: same groups and stream
         values = flat[sl]
         if plan.threshold < _ALL:
+            words = philox_torch(key, values.numel(), flat.device, start=sl.start)
             hi = torch.bitwise_and(torch.bitwise_right_shift(words, 32), 0xFFFFFFFF)
             kept = torch.nonzero(hi < plan.threshold).reshape(-1)
-            words, values = words[kept], values[kept]
-        low = torch.bitwise_and(words, 0xFFFFFFFF)
+            low = torch.bitwise_and(words[kept], 0xFFFFFFFF)
+            values = values[kept]
+        else:  # words start at sl.start / 2, a multiple of 4 (chunks are multiples of 8)
+            words = philox_torch(key, (values.numel() + 1) // 2, flat.device, start=sl.start // 2)
+            halves = [torch.bitwise_and(words, 0xFFFFFFFF), torch.bitwise_and(torch.bitwise_right_shift(words, 32),
+                                                                               0xFFFFFFFF)]
+            low = torch.stack(halves, dim=1).reshape(-1)[: values.numel()]
         u = low.to(torch.float64) * 2.0**-32 + (2.0**-33 - 0.5)
         q = torch.round(values.to(torch.float64) / step + u).to(torch.int64)
         strata = torch.bitwise_right_shift(low, 27).to(torch.uint8)  # only the stratum bits travel
@@ -220,8 +253,9 @@ def _torch_pieces(tensor: Any, plan: Plan, key: int) -> Pieces:
 
 
 def encode_layer(encoder: constriction.stream.queue.RangeEncoder, array: Any, plan: Plan, key: int,
-                 out: np.ndarray | None = None) -> None:
-    """Append one layer (numpy array or torch tensor) to ``encoder`` under ``plan``.
+                 out: np.ndarray | None = None, top: float | None = None) -> None:
+    """Append one layer (numpy array or torch tensor) to ``encoder`` under ``plan``;
+    ``top``, the layer's largest magnitude when the caller knows it, spares a scan.
 
     Raises ValueError when ``max|x|/Δ >= 2**52`` (noise target too small for the data).
     """
@@ -230,20 +264,26 @@ def encode_layer(encoder: constriction.stream.queue.RangeEncoder, array: Any, pl
             out[:] = 0
         return
     if hasattr(array, "detach") and out is None:
-        top = float(array.detach().abs().max()) if array.numel() else 0.0
+        if top is None:
+            top = float(array.detach().abs().max()) if array.numel() else 0.0
+        group = group_size(int(array.numel()))
         pieces = _torch_pieces(array, plan, key)
     else:
         flat = as_float_array(array).reshape(-1)
-        top = max_abs(flat)
+        if top is None:
+            top = max_abs(flat)
+        group = group_size(flat.size)
         pieces = _numpy_pieces(flat, plan, key, out)
     if top / plan.step >= _MAX_STEPS:
-        raise ValueError(f"noise target too small for this input: max|x|/step must be < 2**52, got {top / plan.step:.3e}")
-    scale, pending, count = plan.scale, [], 0
+        raise ValueError("noise target too small for this input: max|x|/step must be < 2**52, "
+                         f"got {top / plan.step:.3e}")
+    scale, count = plan.scale, 0
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
     max_index = top / plan.step + 2  # bounds |q|: lets groups skip the scan for escapes
     for q, low in pieces:
         pending.append((q, low))
         count += q.size
-        if count >= _GROUP:
+        if count >= group:
             encode_group(encoder, *_joined(pending), plan.family, scale, max_index)
             pending, count = [], 0
     if count:
@@ -252,7 +292,9 @@ def encode_layer(encoder: constriction.stream.queue.RangeEncoder, array: Any, pl
 
 def _joined(pending: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """The pieces of one coded group, concatenated (a single piece as it is)."""
-    return pending[0] if len(pending) == 1 else tuple(map(np.concatenate, zip(*pending)))  # type: ignore[return-value]
+    if len(pending) == 1:
+        return pending[0]
+    return np.concatenate([q for q, _ in pending]), np.concatenate([low for _, low in pending])
 
 
 def decode_layer(decoder: constriction.stream.queue.RangeDecoder, size: int, plan: Plan, key: int,
@@ -263,7 +305,7 @@ def decode_layer(decoder: constriction.stream.queue.RangeDecoder, size: int, pla
     if plan.m2 == 0 or size == 0:
         return out
     gen, scale, factor, sparse = _words(key), plan.scale, plan.step / plan.keep_prob, plan.threshold < _ALL
-    limit = keep_limit(plan.threshold) if sparse else None
+    group = group_size(size)
     pending: list[tuple[slice | np.ndarray, np.ndarray]] = []
     count = 0
 
@@ -278,16 +320,16 @@ def decode_layer(decoder: constriction.stream.queue.RangeDecoder, size: int, pla
         q *= factor
         store(out, idx, q)
 
-    for sl in chunks(size):
-        words = gen.random_raw(sl.stop - sl.start)
+    for sl in chunks(size, group):
         if sparse:
-            kept = np.flatnonzero(words < limit)
+            words = gen.random_raw(sl.stop - sl.start)
+            kept = np.flatnonzero(words < keep_limit(plan.threshold))
             pending.append((kept + sl.start, low_bits(words[kept])))
             count += kept.size
         else:
-            pending.append((sl, low_bits(words)))
+            pending.append((sl, both_halves(gen.random_raw((sl.stop - sl.start + 1) // 2))[: sl.stop - sl.start]))
             count += sl.stop - sl.start
-        if count >= _GROUP:
+        if count >= group:
             flush()
             pending, count = [], 0
     if count:
@@ -297,7 +339,7 @@ def decode_layer(decoder: constriction.stream.queue.RangeDecoder, size: int, pla
 
 def plan_for(noise_var: float, flat: np.ndarray, key: int, family: int | None = None) -> tuple[int, Plan]:
     """(statistic index, plan) the client uses for ``flat`` at target ``noise_var``."""
-    m2, mean_abs = moments(flat)
+    m2, mean_abs, _ = moments(flat)
     index = round_to_grid(SNR_GRID, m2 / noise_var, stat_uniform(key))
     snr = float(SNR_GRID[index])
     fam = family_from(m2, mean_abs) if family is None else family
@@ -378,7 +420,7 @@ class DitheredCodec(Codec):
     def expected_noise_var(self, array: Any) -> float:
         """Expected noise over the dither, the subset and the statistic's rounding."""
         flat = as_float_array(array).reshape(-1)
-        m2, mean_abs = moments(flat)
+        m2, mean_abs, _ = moments(flat)
         snr = m2 / self.noise_var
         if snr == 0:
             return 0.0

@@ -33,7 +33,7 @@ import numpy as np
 from .errors import CodecError
 
 MAGIC = b"FLRD"
-VERSION = 1
+VERSION = 2  # 2: the dithered body's new stratified coding (flrd.codecs.stratified)
 MAX_NDIM = 32
 DTYPE_CODES: dict[np.dtype, int] = {
     np.dtype(np.float16): 1,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -157,6 +158,7 @@ class M22Codec(Codec):
             raise CodecError(f"m22: body of {len(body)} bytes does not match {k} kept entries")
         positions = elias_fano_decode(body[:split], n, k) if k < n else None
         codebook = design(FAMILIES[family], shape, bits, m)
+        symbol_chunks: Iterator[np.ndarray]
         if coded:
             decoder, model = decoder_for(body[split:]), _model(codebook)
             symbol_chunks = (decode_guarded(decoder, model, sl.stop - sl.start) for sl in chunks(k))
@@ -164,7 +166,7 @@ class M22Codec(Codec):
             symbol_chunks = iter_unpack_uint(body[split:], bits, k)
         out = np.zeros(n, dtype=header.dtype)
         for sl, symbols in zip(chunks(k), symbol_chunks, strict=True):
-            store(out, sl if positions is None else positions[sl], codebook.levels[symbols] * scale)  # type: ignore[arg-type]
+            store(out, sl if positions is None else positions[sl], codebook.levels[symbols] * scale)
         return out
 
     def expected_noise_var(self, array: Any) -> float:

@@ -47,7 +47,16 @@ import numpy as np
 from flrd.protocol import CompressionRequest
 
 from .base import Codec
-from .dithered import Plan, decode_layer, encode_layer, family_from, moments, plan_layer, stat_uniform
+from .dithered import (
+    Moments,
+    Plan,
+    decode_layer,
+    encode_layer,
+    family_from,
+    moments,
+    plan_layer,
+    stat_uniform,
+)
 from .errors import CodecError
 from .header import parse_payload
 from .numerics import as_float_array, rms
@@ -57,7 +66,7 @@ from .stratified import stream_bytes, stream_decoder
 
 __all__ = ["DecodedUpdate", "EncodedUpdate", "FRAMING_BYTES", "decode_update", "encode_update", "layer_seed"]
 
-VERSION = 1
+VERSION = 2  # 2: tuple-coded strata, two dithers per Philox word, groups of up to 2**16
 FRAMING_BYTES = 3
 EXACT_CODEC = "float32"
 _U64 = (1 << 64) - 1
@@ -131,7 +140,9 @@ def _plan(request: CompressionRequest, index: int, stat: int, family: int) -> Pl
         noise_var = request.noise_var[index]
         snr = float(SNR_GRID[stat])
         return plan_layer(noise_var, snr * noise_var, snr, family)
-    rel = float(request.relative_noise)  # type: ignore[arg-type]
+    if request.relative_noise is None:  # _kind() makes no dithered layer without a target
+        raise ValueError("a dithered layer needs noise_var or relative_noise in the request")
+    rel = float(request.relative_noise)
     m2 = float(ABS_GRID[stat])
     return plan_layer(rel * m2, m2, 1.0 / rel, family)
 
@@ -145,17 +156,30 @@ def _check(context: int, rest: bytes | memoryview) -> bytes:
     return (zlib.crc32(rest, context) & 0xFFFF).to_bytes(2, "little")
 
 
-def _stats(values: Any) -> tuple[float, int]:
-    """(m2, entropy-model family) of a numpy array or torch tensor, in float64
-    without copying the layer to float64 at once."""
+def _stats(name: str, values: Any) -> tuple[Moments, int]:
+    """(moments, entropy-model family) of a numpy array or torch tensor, in float64
+    without copying the layer to float64 at once.
+
+    Raises ValueError naming the layer when it is not floating point or not finite.
+    """
     if hasattr(values, "detach"):
+        import torch
+
         flat, step = values.detach().reshape(-1), 1 << 16
-        parts = [flat[i : i + step].double() for i in range(0, flat.numel(), step)]
-        m2 = sum(float((p**2).sum()) for p in parts) / max(flat.numel(), 1)
-        mean_abs = sum(float(p.abs().sum()) for p in parts) / max(flat.numel(), 1)
-        return m2, family_from(m2, mean_abs)
-    m2, mean_abs = moments(as_float_array(values).reshape(-1))
-    return m2, family_from(m2, mean_abs)
+        if not bool(torch.isfinite(flat).all()):
+            raise ValueError(f"non-finite update in layer {name!r}")
+        parts = [flat[i : i + step].double().abs() for i in range(0, flat.numel(), step)]
+        size = max(flat.numel(), 1)
+        m = Moments(sum(float((p**2).sum()) for p in parts) / size, sum(float(p.sum()) for p in parts) / size,
+                    max((float(p.max()) for p in parts), default=0.0))
+    else:
+        arr = np.asarray(values)
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"layer {name!r}: dtype {arr.dtype} is not floating point")
+        m = moments(as_float_array(arr).reshape(-1))
+        if not math.isfinite(m.max_abs):
+            raise ValueError(f"non-finite update in layer {name!r}")
+    return m, family_from(m.m2, m.mean_abs)
 
 
 def _varint(n: int) -> bytes:
@@ -201,18 +225,18 @@ def encode_update(update: Mapping[str, Any], request: CompressionRequest, *, nod
     names = list(update)
     if request.noise_var is not None and len(request.noise_var) != len(names):
         raise ValueError(f"{len(request.noise_var)} noise targets for {len(names)} layers")
-    for name in names:
-        _check_finite(name, update[name])
     kinds = [_kind(request, i) for i in range(len(names))]
-    stats = [_stats(update[n]) for n in names]
+    stats = [_stats(n, update[n]) for n in names]
     dithered = [i for i, k in enumerate(kinds) if k == _DITHERED]
     largest = max(dithered, key=lambda i: _numel(update[names[i]]), default=None)
     family = stats[largest][1] if largest is not None else 0
     stat_part, blocks = bytearray(), bytearray()
     encoder = constriction.stream.queue.RangeEncoder()
-    m2s, noise, recon = [], [], {} if reconstruct else None
+    m2s: list[float] = []
+    noise: list[float] = []
+    recon: dict[str, np.ndarray] | None = {} if reconstruct else None
     for i, name in enumerate(names):
-        m2, values, key = stats[i][0], update[name], layer_seed(request.seed, node_id, i)
+        m2, top, values, key = stats[i][0].m2, stats[i][0].max_abs, update[name], layer_seed(request.seed, node_id, i)
         m2s.append(m2)
         if kinds[i] == _EXACT:
             exact = _numpy(values).astype("<f4")
@@ -238,11 +262,13 @@ def encode_update(update: Mapping[str, Any], request: CompressionRequest, *, nod
                 index = round_to_grid(ABS_GRID, m2, stat_uniform(key))
                 stat_part += abs_bytes(index)
             plan = _plan(request, i, index, family)
-            out = np.empty(_numel(values), np.float64) if recon is not None else None
-            encode_layer(encoder, values if out is None else _numpy(values), plan, key, out=out)
+            if recon is None:
+                encode_layer(encoder, values, plan, key, top=top)
+            else:
+                out = np.empty(_numel(values), np.float64)
+                encode_layer(encoder, _numpy(values), plan, key, out=out, top=top)
+                recon[name] = out.reshape(np.shape(_numpy(values)))
             noise.append(plan.expected_noise_var(m2))
-            if recon is not None:
-                recon[name] = out.reshape(np.shape(_numpy(values)))  # type: ignore[union-attr]
     stream = stream_bytes(encoder) if dithered else b""
     rest = bytes(stat_part) + bytes(blocks) + stream
     shapes = [tuple(int(s) for s in np.shape(update[n])) for n in names]
@@ -259,7 +285,7 @@ def decode_update(payload: bytes | memoryview, request: CompressionRequest, *, n
     if request.noise_var is not None and len(request.noise_var) != len(shapes):
         raise ValueError(f"{len(request.noise_var)} noise targets for {len(shapes)} layers")
     try:
-        view = memoryview(payload).cast("B")  # type: ignore[arg-type]
+        view = memoryview(payload).cast("B")
     except TypeError as err:
         raise CodecError(f"payload must be bytes-like, got {type(payload).__name__}") from err
     try:
@@ -282,21 +308,24 @@ def _decode(view: memoryview, request: CompressionRequest, node_id: int,
         raise CodecError("check mismatch: corrupted, or decoded against the wrong request/node")
     names, sizes = list(layout), [math.prod(s) for s in layout.values()]
     kinds = [_kind(request, i) for i in range(len(names))]
-    pos, stat = FRAMING_BYTES, []
+    # Per layer its statistic indices: dithered (m2 or SNR,), baseline (m2, noise), exact ().
+    pos, stat = FRAMING_BYTES, list[tuple[int, ...]]()
     for kind in kinds:
         if kind == _DITHERED and request.noise_var is not None:
             index, pos = read_snr(view, pos)
+            stat.append((index,))
         elif kind == _DITHERED:
             index, pos = read_abs(view, pos)
+            stat.append((index,))
         elif kind == _BASELINE:
             index, pos = read_abs(view, pos)
             qindex, pos = read_abs(view, pos)
-            index = (index, qindex)
+            stat.append((index, qindex))
         else:
-            index = None
-        stat.append(index)
+            stat.append(())
     stats_bytes = pos - FRAMING_BYTES
-    arrays, m2s, noise = {}, [0.0] * len(names), [0.0] * len(names)
+    arrays: dict[str, np.ndarray] = {}
+    m2s, noise = [0.0] * len(names), [0.0] * len(names)
     for i, name in enumerate(names):
         if kinds[i] == _EXACT:
             if pos + 4 * sizes[i] > len(view):
@@ -320,14 +349,16 @@ def _decode(view: memoryview, request: CompressionRequest, node_id: int,
             if values.shape != layout[name]:
                 raise CodecError(f"layer {name!r}: shape {values.shape} != {layout[name]}")
             arrays[name] = values.astype(np.float64)
-            m2s[i], noise[i] = float(ABS_GRID[stat[i][0]]), float(ABS_GRID[stat[i][1]])
+            m2_index, noise_index = stat[i]
+            m2s[i], noise[i] = float(ABS_GRID[m2_index]), float(ABS_GRID[noise_index])
     decoder = stream_decoder(view[pos:])
     for i, name in enumerate(names):
         if kinds[i] != _DITHERED:
             continue
-        if stat[i] >= (SNR_GRID.size if request.noise_var is not None else ABS_GRID.size):
-            raise CodecError(f"layer {name!r}: statistic index {stat[i]} out of range")
-        plan = _plan(request, i, stat[i], family)
+        (index,) = stat[i]
+        if index >= (SNR_GRID.size if request.noise_var is not None else ABS_GRID.size):
+            raise CodecError(f"layer {name!r}: statistic index {index} out of range")
+        plan = _plan(request, i, index, family)
         arrays[name] = decode_layer(decoder, sizes[i], plan, layer_seed(request.seed, node_id, i)).reshape(layout[name])
         m2s[i], noise[i] = plan.m2, plan.expected_noise_var(plan.m2)
     # Bytes the decoder never reads are not what the request asked for (e.g. another
@@ -345,17 +376,3 @@ def _numel(values: Any) -> int:
 
 def _numpy(values: Any) -> np.ndarray:
     return as_float_array(values) if hasattr(values, "detach") else np.asarray(values)
-
-
-def _check_finite(name: str, values: Any) -> None:
-    if hasattr(values, "detach"):
-        import torch
-
-        finite = bool(torch.isfinite(values.detach()).all())
-    else:
-        arr = np.asarray(values)
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise ValueError(f"layer {name!r}: dtype {arr.dtype} is not floating point")
-        finite = bool(np.isfinite(arr).all())
-    if not finite:
-        raise ValueError(f"non-finite update in layer {name!r}")

@@ -27,7 +27,7 @@ def as_float_array(array: object) -> np.ndarray:
     bfloat16 value exactly, and decodes as float32.
     """
     if hasattr(array, "detach"):  # torch tensor; never import torch here
-        tensor = array.detach()  # type: ignore[attr-defined]
+        tensor = array.detach()
         if str(tensor.dtype) == "torch.bfloat16":
             tensor = tensor.float()
         array = tensor.cpu().numpy()

@@ -5,9 +5,9 @@ coordinate, of :class:`~flrd.codecs.DitheredCodec` on Gaussian data with mean sq
 ``snr * noise_var`` at noise target ``noise_var``: the plan's keep probability times
 the entropy of its stratified index tables (exact for the ideal coder on Gaussian
 data), times ``1 + CODER_OVERHEAD``, the coder's measured excess
-(``tests/codecs/test_rate_curve.py`` checks it against encodes at 2**18 coordinates;
-``bench/bench_codecs.py`` prints both). Framing is not included: add
-:func:`flrd.codecs.message.framing_bytes`.
+(``tests/codecs/test_codecs_message.py`` checks it against encodes at 2**18
+coordinates; ``bench/bench_codecs.py`` prints both). Framing is not included: add
+:data:`flrd.codecs.message.FRAMING_BYTES` and a statistic byte per layer.
 
 The bound it is compared against is ``1/2 log2(1 + snr)``.
 
@@ -15,7 +15,7 @@ Example:
     >>> import numpy as np
     >>> r = bits_per_coord(1.0, np.array([0.01, 1.0, 3.0]))
     >>> (r / (0.5 * np.log2(1 + np.array([0.01, 1.0, 3.0])))).round(2).tolist()
-    [2.06, 1.49, 1.24]
+    [2.08, 1.51, 1.26]
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ class Float32Codec(FixedRateCodec):
         if max_abs(flat) > _F32_MAX:
             raise ValueError(f"float32 codec: |value| must be <= {_F32_MAX:.3e}, got {max_abs(flat):.3e}")
         if flat.dtype == np.dtype("<f4") and flat.flags.c_contiguous:
-            return (), [memoryview(flat).cast("B")]  # no copy: framing copies once
+            return (), [flat.data.cast("B")]  # no copy: framing copies once
         return (), [flat.astype("<f4").tobytes()]
 
     @classmethod

@@ -8,8 +8,11 @@ with key ``(k, KEY_HI)``. This is exactly the stream of numpy's
 device, so a GPU client dithers with the bits a CPU server regenerates.
 A test asserts the two are bit-identical.
 
-Codecs split each word: the high 32 bits decide membership of the random subset
-(``hi < threshold``, exact integer comparison), the low 32 bits are the dither.
+Codecs split each word. On a random subset (sparse layers) word ``i`` serves
+coordinate ``i``: its high 32 bits decide membership (``hi < threshold``, exact
+integer comparison), its low 32 bits are the dither. Where every coordinate is
+kept, word ``j`` serves two: its low 32 bits dither coordinate ``2j``, its high 32
+bits coordinate ``2j + 1`` (half the Philox work).
 
 Example:
     >>> words = philox_numpy(7, 6)
@@ -90,6 +93,12 @@ def philox_torch(key: int, n: int, device: Any = "cpu", start: int = 0) -> Any:
 def low_bits(words: np.ndarray) -> np.ndarray:
     """The low 32 bits of each word, as uint32 (the dither)."""
     return words.astype(np.uint32)
+
+
+def both_halves(words: np.ndarray) -> np.ndarray:
+    """Each word's low then high 32 bits, as uint32: two dithers per word (``2n``
+    values, no copy on little-endian machines)."""
+    return words.astype("<u8", copy=False).view("<u4")
 
 
 def keep_limit(threshold: int) -> np.uint64:

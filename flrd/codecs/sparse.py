@@ -105,7 +105,8 @@ class TopKCodec(_Sparse):
     def _encode(self, flat: np.ndarray, seed: int) -> tuple[tuple[float, ...], Body]:
         positions = top_k_indices(flat, self.count(flat.size))
         scale, values = self._pack_values(flat[positions].astype(np.float64))
-        return (positions.size, VALUE_DTYPES.index(self.value_dtype), scale), [*elias_fano_encode(positions, flat.size), values]
+        params = (positions.size, VALUE_DTYPES.index(self.value_dtype), scale)
+        return params, [*elias_fano_encode(positions, flat.size), values]
 
     @classmethod
     def _decode(cls, header: Header, body: memoryview) -> np.ndarray:
@@ -114,7 +115,7 @@ class TopKCodec(_Sparse):
         expect_body(body, split + k * (2 if value_code == 0 else 4), cls.name)
         positions = elias_fano_decode(body[:split], header.size, k)
         out = np.zeros(header.size, dtype=header.dtype)
-        store(out, positions, cls._values(body[split:], value_code, scale))  # type: ignore[arg-type]
+        store(out, positions, cls._values(body[split:], value_code, scale))
         return out
 
     def expected_noise_var(self, array: Any) -> float:
@@ -169,7 +170,7 @@ class RandKCodec(_Sparse):
         expect_body(body, k * (2 if value_code == 0 else 4), cls.name)
         positions = random_subset(header.size, k, np.random.default_rng(header.seed))
         out = np.zeros(header.size, dtype=header.dtype)
-        store(out, positions, cls._values(body, value_code, scale))  # type: ignore[arg-type]
+        store(out, positions, cls._values(body, value_code, scale))
         return out
 
     def expected_noise_var(self, array: Any) -> float:

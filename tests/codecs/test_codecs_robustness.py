@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flrd.codecs import CODECS, CodecError, decode, get
+from flrd.codecs.header import VERSION
 
 RNG = np.random.default_rng(1)
 X = RNG.standard_t(4, 96).astype(np.float32)
@@ -92,7 +93,7 @@ def test_bit_flips_are_detected(name, data):
 @fuzz(400)
 @given(blob=st.binary(max_size=400), prefix=st.booleans())
 def test_random_bytes_are_rejected(blob, prefix):
-    payload = (b"FLRD\x01" + blob) if prefix else blob
+    payload = (b"FLRD" + bytes([VERSION]) + blob) if prefix else blob
     with pytest.raises(CodecError):
         decode(payload)
 
@@ -156,7 +157,8 @@ def test_resealed_header_field_mutations(name, data):
 
 @pytest.mark.parametrize("payload,message", [
     (b"XLRD" + SAMPLES["sign"][0][4:], "wrong magic"),
-    (SAMPLES["sign"][0][:4] + b"\x02" + SAMPLES["sign"][0][5:], "unsupported format version 2"),
+    (SAMPLES["sign"][0][:4] + bytes([VERSION + 1]) + SAMPLES["sign"][0][5:],
+     f"unsupported format version {VERSION + 1}"),
     (reseal(SAMPLES["sign"][0][:5] + b"\xc8" + SAMPLES["sign"][0][6:]), "unknown codec id 200"),
     (SAMPLES["sign"][0][:-1] + bytes([SAMPLES["sign"][0][-1] ^ 1]), "CRC32 mismatch"),
     (b"", "payload too short"),
