@@ -195,6 +195,7 @@ def _words(key: int) -> np.random.Philox:
 
 
 Pieces = Iterator[tuple[np.ndarray, np.ndarray]]
+_TORCH_SPAN = 1 << 20  # coordinates per device pass of the torch path
 
 
 def _numpy_pieces(flat: np.ndarray, plan: Plan, key: int, out: np.ndarray | None) -> Pieces:
@@ -226,30 +227,43 @@ def _numpy_pieces(flat: np.ndarray, plan: Plan, key: int, out: np.ndarray | None
 
 
 def _torch_pieces(tensor: Any, plan: Plan, key: int) -> Pieces:
-    """As :func:`_numpy_pieces` on the tensor's device, chunk by chunk in float64;
-    only the kept indices and strata come to the CPU. Bit-identical to numpy."""
+    """As :func:`_numpy_pieces` on the tensor's device, in float64, bit-identical to
+    numpy; only the kept indices and strata come to the CPU.
+
+    The device works on spans of up to ``_TORCH_SPAN`` coordinates (whole groups; the
+    counter-based dither makes a span's words those of its groups), so a layer costs a
+    few hundred kernel launches per span instead of per group; the spans bound what
+    crosses to the host at once.
+    """
     import torch
 
     from .rng import philox_torch
 
-    flat, step = tensor.detach().reshape(-1), plan.step
-    for sl in chunks(flat.numel(), group_size(flat.numel())):  # numpy's chunks: same groups and stream
-        values = flat[sl]
+    flat, step, n = tensor.detach().reshape(-1), plan.step, int(tensor.numel())
+    group = group_size(n)
+    for span in chunks(n, max(group, _TORCH_SPAN // group * group)):
+        values = flat[span]
         if plan.threshold < _ALL:
-            words = philox_torch(key, values.numel(), flat.device, start=sl.start)
-            hi = torch.bitwise_and(torch.bitwise_right_shift(words, 32), 0xFFFFFFFF)
-            kept = torch.nonzero(hi < plan.threshold).reshape(-1)
+            words = philox_torch(key, values.numel(), flat.device, start=span.start)
+            keep = torch.bitwise_and(torch.bitwise_right_shift(words, 32), 0xFFFFFFFF) < plan.threshold
+            kept = torch.nonzero(keep).reshape(-1)
             low = torch.bitwise_and(words[kept], 0xFFFFFFFF)
             values = values[kept]
-        else:  # words start at sl.start / 2, a multiple of 4 (chunks are multiples of 8)
-            words = philox_torch(key, (values.numel() + 1) // 2, flat.device, start=sl.start // 2)
-            halves = [torch.bitwise_and(words, 0xFFFFFFFF), torch.bitwise_and(torch.bitwise_right_shift(words, 32),
-                                                                               0xFFFFFFFF)]
+            per_group = torch.stack([part.sum() for part in torch.split(keep, group)]).cpu().tolist()
+        else:  # words start at span.start / 2, a multiple of 4 (groups are multiples of 8)
+            words = philox_torch(key, (values.numel() + 1) // 2, flat.device, start=span.start // 2)
+            halves = [torch.bitwise_and(words, 0xFFFFFFFF),
+                      torch.bitwise_and(torch.bitwise_right_shift(words, 32), 0xFFFFFFFF)]
             low = torch.stack(halves, dim=1).reshape(-1)[: values.numel()]
+            per_group = [part.stop - part.start for part in chunks(values.numel(), group)]
         u = low.to(torch.float64) * 2.0**-32 + (2.0**-33 - 0.5)
-        q = torch.round(values.to(torch.float64) / step + u).to(torch.int64)
-        strata = torch.bitwise_right_shift(low, 27).to(torch.uint8)  # only the stratum bits travel
-        yield q.cpu().numpy(), strata.cpu().numpy().astype(np.uint32) << np.uint32(27)
+        q = torch.round(values.to(torch.float64) / step + u).to(torch.int64).cpu().numpy()
+        strata = torch.bitwise_right_shift(low, 27).to(torch.uint8).cpu().numpy()  # only these bits travel
+        del words, u, low, values
+        start = 0
+        for count in per_group:
+            yield q[start:start + count], strata[start:start + count].astype(np.uint32) << np.uint32(27)
+            start += count
 
 
 def encode_layer(encoder: constriction.stream.queue.RangeEncoder, array: Any, plan: Plan, key: int,
