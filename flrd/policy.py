@@ -88,6 +88,10 @@ class RatePolicy:
         (``m2_k``, quantization noise) may be arbitrary; they are winsorized per layer
         before the estimate (:func:`flrd.theory.winsorize`, THEORY.md §8). The default
         0.2 tolerates 2 hostile clients of 10; 0 restores the plain mean.
+    min_noise_fraction : floor of each round's ``s2_l`` estimate, as a fraction of the
+        layer's ``sx2_l + s2_l`` (their sum is kept). Minibatch training always has
+        gradient noise; an estimate of 0 is estimator noise (``s2`` is clipped at 0), and
+        taken at face value it would make the rule ask for an exact, 32-bit layer.
 
     Bounds (``ValueError`` naming the bound otherwise): ``layer_sizes`` positive
     integers; ``lambda_cap`` in ``(LAMBDA_CAP_MIN, LAMBDA_CAP_MAX]``; ``beta >= 0``,
@@ -115,6 +119,7 @@ class RatePolicy:
         min_lambda_cap: float = 0.1,
         warmup_relative_noise: float = 8.0,
         robust_fraction: float = 0.2,
+        min_noise_fraction: float = 0.01,
     ) -> None:
         sizes = checks.positive("layer_sizes", layer_sizes).reshape(-1)
         if sizes.size == 0 or np.any(sizes != np.round(sizes)):
@@ -134,6 +139,7 @@ class RatePolicy:
         self.warmup_relative_noise = float(checks.in_range(
             "warmup_relative_noise", warmup_relative_noise, 0.0, WARMUP_RELATIVE_NOISE_MAX, low_open=True))
         self.robust_fraction = float(checks.in_range("robust_fraction", robust_fraction, 0.0, 0.5, high_open=True))
+        self.min_noise_fraction = float(checks.in_range("min_noise_fraction", min_noise_fraction, 0.0, 1.0))
         self.sx2: NDArray[np.float64] | None = None
         self.s2: NDArray[np.float64] | None = None
         self.cap_scale = 1.0
@@ -172,12 +178,15 @@ class RatePolicy:
         round_loss = self._round_loss(loss, loss_k)
         estimate = theory.estimate_variances(m2_k, aggregate_sqnorm, self.layer_sizes, quant_noise_var_k, weights,
                                              robust_fraction=self.robust_fraction)
+        total = estimate.sx2 + estimate.s2
+        s2 = np.maximum(estimate.s2, self.min_noise_fraction * total)
+        sx2 = total - s2
         if self.sx2 is None or self.s2 is None:
-            self.sx2, self.s2 = estimate.sx2, estimate.s2
+            self.sx2, self.s2 = sx2, s2
         else:
             a = self.smoothing
-            self.sx2 = (1 - a) * self.sx2 + a * estimate.sx2
-            self.s2 = (1 - a) * self.s2 + a * estimate.s2
+            self.sx2 = (1 - a) * self.sx2 + a * sx2
+            self.s2 = (1 - a) * self.s2 + a * s2
         self.rounds_observed += 1
         if round_loss is not None:
             self._track_loss(round_loss)

@@ -9,7 +9,7 @@ import copy
 import hostile
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord
+from flwr.app import ConfigRecord, MetricRecord
 from rounds import HOSTILE_NODE, Round, assert_same_arrays
 
 from flrd.policy import RatePolicy
@@ -157,10 +157,8 @@ def test_forged_report_records_have_no_effect():
     replies = run.grid.send_and_receive(messages)
     twin = copy.deepcopy(run.strategy)
     forged = copy.deepcopy(replies)
-    for reply in forged:
-        reply.content[METRICS_RECORD][M2] = [1e6, 1e6]
-        reply.content[METRICS_RECORD][QNOISE] = [1e-30, 1e-30]
-        reply.content[METRICS_RECORD][PAYLOAD_BITS] = 8
+    for reply in forged:  # the record travels only when asked; a hostile client sends it anyway
+        reply.content[METRICS_RECORD] = MetricRecord({M2: [1e6, 1e6], QNOISE: [1e-30, 1e-30], PAYLOAD_BITS: 8})
     arrays, metrics = run.strategy.aggregate_train(3, forged)
     expected, expected_metrics = twin.aggregate_train(3, copy.deepcopy(replies))
     assert_same_arrays(arrays, expected)
