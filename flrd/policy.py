@@ -88,6 +88,12 @@ class RatePolicy:
         (``m2_k``, quantization noise) may be arbitrary; they are winsorized per layer
         before the estimate (:func:`flrd.theory.winsorize`, THEORY.md §8). The default
         0.2 tolerates 2 hostile clients of 10; 0 restores the plain mean.
+    shrink_coordinates : prior strength, in coordinates, pulling each layer's split of
+        ``sx2_l + s2_l`` towards the model-wide split ``sum n sx2 / sum n (sx2 + s2)``:
+        a layer's own split counts ``n_l / (n_l + shrink_coordinates)``. ``sx2_l`` is a
+        difference of two noisy terms and a 10- or 200-coordinate layer (biases) has too
+        few coordinates to split reliably (docs/THEORY.md §13); layers of 10^4 and more
+        keep their own. 0 turns it off.
     min_noise_fraction : floor of each round's ``s2_l`` estimate, as a fraction of the
         layer's ``sx2_l + s2_l`` (their sum is kept). Minibatch training always has
         gradient noise; an estimate of 0 is estimator noise (``s2`` is clipped at 0), and
@@ -120,6 +126,7 @@ class RatePolicy:
         warmup_relative_noise: float = 8.0,
         robust_fraction: float = 0.2,
         min_noise_fraction: float = 0.01,
+        shrink_coordinates: float = 1000.0,
     ) -> None:
         sizes = checks.positive("layer_sizes", layer_sizes).reshape(-1)
         if sizes.size == 0 or np.any(sizes != np.round(sizes)):
@@ -140,6 +147,7 @@ class RatePolicy:
             "warmup_relative_noise", warmup_relative_noise, 0.0, WARMUP_RELATIVE_NOISE_MAX, low_open=True))
         self.robust_fraction = float(checks.in_range("robust_fraction", robust_fraction, 0.0, 0.5, high_open=True))
         self.min_noise_fraction = float(checks.in_range("min_noise_fraction", min_noise_fraction, 0.0, 1.0))
+        self.shrink_coordinates = float(checks.nonnegative("shrink_coordinates", shrink_coordinates))
         self.sx2: NDArray[np.float64] | None = None
         self.s2: NDArray[np.float64] | None = None
         self.cap_scale = 1.0
@@ -178,9 +186,7 @@ class RatePolicy:
         round_loss = self._round_loss(loss, loss_k)
         estimate = theory.estimate_variances(m2_k, aggregate_sqnorm, self.layer_sizes, quant_noise_var_k, weights,
                                              robust_fraction=self.robust_fraction)
-        total = estimate.sx2 + estimate.s2
-        s2 = np.maximum(estimate.s2, self.min_noise_fraction * total)
-        sx2 = total - s2
+        sx2, s2 = self._shrunk(estimate.sx2, estimate.s2)
         if self.sx2 is None or self.s2 is None:
             self.sx2, self.s2 = sx2, s2
         else:
@@ -190,6 +196,23 @@ class RatePolicy:
         self.rounds_observed += 1
         if round_loss is not None:
             self._track_loss(round_loss)
+
+    def _shrunk(self, sx2: NDArray[np.float64], s2: NDArray[np.float64]
+                ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """One round's estimates with each layer's split shrunk towards the model-wide one
+        (``shrink_coordinates``) and ``s2`` floored (``min_noise_fraction``); each layer's
+        ``sx2 + s2``, which is estimated well, is kept."""
+        total = sx2 + s2
+        n = self.layer_sizes
+        weighted = float(n @ total)
+        if weighted > 0 and self.shrink_coordinates > 0:
+            pooled = float(n @ sx2) / weighted
+            with np.errstate(invalid="ignore", divide="ignore"):
+                own = np.where(total > 0, sx2 / total, pooled)
+            share = (n * own + self.shrink_coordinates * pooled) / (n + self.shrink_coordinates)
+            sx2 = share * total
+        s2 = np.maximum(total - sx2, self.min_noise_fraction * total)
+        return total - s2, s2
 
     @staticmethod
     def _round_loss(loss: float | None, loss_k: ArrayLike | None) -> float | None:

@@ -296,3 +296,14 @@ def test_fresh_state_round_trips_and_resumes_through_a_state_file(tmp_path):
     a, b = policy.plan(10), clone.plan(10)
     assert a.lambda_ == b.lambda_ and np.array_equal(a.noise_var_per_layer, b.noise_var_per_layer)
     assert policy.state_dict() == clone.state_dict()
+
+
+def test_small_layers_split_their_second_moment_like_the_model():
+    # Layer 0 (10^5 coordinates) says sx2/(sx2+s2) = 0.8; layer 1 (10 coordinates) says 0.
+    policy = RatePolicy([100_000, 10], min_noise_fraction=0.0)
+    sx2, s2 = policy._shrunk(np.array([0.8, 0.0]), np.array([0.2, 1.0]))
+    np.testing.assert_allclose(sx2 + s2, [1.0, 1.0])  # each layer's total is kept
+    assert abs(sx2[0] - 0.8) < 0.01  # a large layer keeps its own split
+    assert sx2[1] > 0.7  # a tiny one follows the model-wide split (~0.8)
+    off = RatePolicy([100_000, 10], min_noise_fraction=0.0, shrink_coordinates=0.0)
+    np.testing.assert_allclose(off._shrunk(np.array([0.8, 0.0]), np.array([0.2, 1.0]))[0], [0.8, 0.0])
