@@ -40,6 +40,7 @@ _MIN_HALF = 64  # a group of n indices gets a half-width of at most max(_MIN_HAL
 # Alphabet half-width A = ceil(tail x model scale) + 1: |q| >= A needs |x| beyond 6
 # Gaussian or 22 Laplace scales (probability ~1e-9), and is sent as an escape.
 _TAIL = (6.0, 22.0)
+_ANALYTIC_SCALE = 32.0  # model scales (in steps) above which rate_bits needs no table
 _MAX_TUPLE = 4  # indices per range-coder symbol: constriction's cost is per symbol, not per bit
 _ESC_CHUNK = 16  # escape excess travels in 16-bit uniform pieces
 _STRATUM_BITS = 0xF8000000  # a dither's stratum: the top 5 of its low 32 bits (STRATA == 32)
@@ -125,7 +126,15 @@ def _power(row: np.ndarray, size: int) -> np.ndarray:
 
 
 def rate_bits(family: int, scale: float) -> float:
-    """Expected bits per coded index when the data follow the model exactly."""
+    """Expected bits per coded index when the data follow the model exactly.
+
+    Above ``_ANALYTIC_SCALE`` steps it is the high-resolution value, the family's
+    differential entropy in steps (Gaussian ``log2(sqrt(2 pi e) s)``, Laplace
+    ``log2(2 e s)``; within 0.3 % of the table there): planning a layer then builds no
+    table, whatever statistic a reply carries.
+    """
+    if scale > _ANALYTIC_SCALE:
+        return float(np.log2(scale * (math.sqrt(2 * math.pi * math.e) if family == 0 else 2 * math.e)))
     probs = tables(family, scale).probs
     return float(-np.sum(probs * np.log2(probs)) / STRATA)
 
