@@ -87,7 +87,8 @@ class RatePolicy:
     robust_fraction : fraction of a round's clients, from each end, whose reports
         (``m2_k``, quantization noise) may be arbitrary; they are winsorized per layer
         before the estimate (:func:`flrd.theory.winsorize`, THEORY.md §8). The default
-        0.2 tolerates 2 hostile clients of 10; 0 restores the plain mean.
+        0.3 clips the 3 most extreme reports at each end among 10 (2 among 7, when
+        replies were left out); 0 restores the plain mean.
     shrink_coordinates : prior strength, in coordinates, pulling each layer's split of
         ``sx2_l + s2_l`` towards the model-wide split ``sum n sx2 / sum n (sx2 + s2)``:
         a layer's own split counts ``n_l / (n_l + shrink_coordinates)``. ``sx2_l`` is a
@@ -124,7 +125,7 @@ class RatePolicy:
         min_improvement: float = 1e-3,
         min_lambda_cap: float = 0.1,
         warmup_relative_noise: float = 8.0,
-        robust_fraction: float = 0.2,
+        robust_fraction: float = 0.3,
         min_noise_fraction: float = 0.01,
         shrink_coordinates: float = 1000.0,
     ) -> None:

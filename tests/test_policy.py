@@ -146,7 +146,7 @@ def test_too_many_invalid_reports_change_nothing():
     policy.observe(m2, sqnorm, np.zeros((10, 2)))
     state = policy.state_dict()
     bad = m2.copy()
-    bad[:3] = np.nan  # 3 of 10: more than floor(0.2 * 10)
+    bad[:4] = np.nan  # 4 of 10: more than floor(0.3 * 10)
     with pytest.raises(ValueError, match="m2_k must be"):
         policy.observe(bad, sqnorm, np.zeros((10, 2)))
     assert policy.state_dict() == state
