@@ -1,18 +1,3 @@
 """Fixtures for the Flower-side tests."""
 
-from __future__ import annotations
-
-import random
-
-import pytest
-from flwr.supercore.task_identity import TaskIdentity
-
-
-@pytest.fixture(autouse=True)
-def task_identity():
-    """Messages need a run/node identity, which Flower's runtime sets per process."""
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
-    random.seed(0)  # Flower samples nodes with the global `random`
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+from flower_fakes import task_identity  # noqa: F401  (an autouse fixture, used by pytest)

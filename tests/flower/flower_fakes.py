@@ -8,9 +8,11 @@ drop out or send garbage.
 from __future__ import annotations
 
 import copy
+import random
 from collections.abc import Callable, Iterable
 
 import numpy as np
+import pytest
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -24,6 +26,21 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    """Messages need a run/node identity, which Flower's runtime sets per process.
+
+    An autouse fixture of every Flower-side test folder (its conftest imports it).
+    """
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    random.seed(0)  # Flower samples nodes with the global `random`
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
 
 # reply_hook(server_round, node_id, reply) -> reply to deliver, or None to drop it.
 ReplyHook = Callable[[int, int, Message], Message | None]
