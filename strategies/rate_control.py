@@ -43,6 +43,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedProx, FedYogi
 
 from flrd.codecs import codec_class
+from flrd.codecs.base import FixedRateCodec
 from flrd.policy import RatePolicy, RoundPlan
 from flrd.protocol import AUDIT_RECORD, METRICS_RECORD, CompressionRequest
 from flrd.state_file import require_int
@@ -224,6 +225,13 @@ class RateControl:
         if self.mean_aggregator():
             weights = example_weights(decoded.updates, len(decoded.sent.global_arrays))
         return Aggregate(arrays, metrics, weights)
+
+    def follows_targets(self) -> bool:
+        """Whether the clients' codec meets the rule's noise targets (an unbiased codec
+        with a noise knob, no fixed rate): only then are the planned lambda and
+        distortion reported; SignSGD, Top-k, M22 and float32 ignore them."""
+        codec = codec_class(self.codec)
+        return self.bits is None and codec.unbiased and not issubclass(codec, FixedRateCodec)
 
     def mean_aggregator(self) -> bool:
         """Whether the base strategy's model estimate is the example-weighted mean."""
@@ -415,7 +423,7 @@ class RateControl:
         self.previous_update = applied
         self.rounds_completed += 1
         return round_metrics(self.rounds_completed, decoded, self.policy, applied, weights,
-                             rate_controlled=self.bits is None and self.codec != "float32")
+                             rate_controlled=self.follows_targets())
 
     def _observe_policy(self, decoded: DecodedRound) -> None:
         updates = self.estimation_updates(decoded)

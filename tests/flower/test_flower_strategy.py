@@ -294,3 +294,12 @@ class BrokenRule(RateAwareFedAvg):
 def test_a_distortion_rule_of_the_wrong_shape_fails_at_the_server():
     with pytest.raises(ValueError, match="must be 2 finite values"):
         BrokenRule(**NO_EVAL).configure_train(1, initial_arrays(), ConfigRecord(), _grid(2))
+
+
+@pytest.mark.parametrize(("name", "planned"), [("rate-aware", True), ("fixed-lambda", True),
+                                               ("signsgd", False), ("float32", False), ("m22", False)])
+def test_baselines_report_a_plan_only_when_their_codec_follows_it(name, planned):
+    strategy = build_strategy(name, [200, 10], bits=2.0, fixed_lambda=2.0, **NO_EVAL)
+    metrics = strategy.start(_grid(3), initial_arrays(), num_rounds=2).train_metrics_clientapp[2]
+    assert ("flrd.planned-lambda" in metrics) == planned
+    assert ("flrd.planned-distortion" in metrics) == planned
