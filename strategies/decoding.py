@@ -130,7 +130,7 @@ class ClientUpdate:
 
 @dataclass(frozen=True)
 class SentRound:
-    """What ``RateControl.attach_requests`` sent; aggregation checks replies against it."""
+    """What ``RateControl.configure_train`` sent; aggregation checks replies against it."""
 
     server_round: int
     plan: RoundPlan
@@ -141,7 +141,7 @@ class SentRound:
 
 @dataclass
 class DecodedRound:
-    """The outcome of ``RateControl.decode_replies``.
+    """One round's decoded replies, as ``RateControl.aggregate_train`` collects them.
 
     ``updates[i]`` came in ``replies[i]``; ``uplink_bytes`` counts the payload of every
     reply that arrived, accepted or not (statistics travel inside it); ``report_bytes``

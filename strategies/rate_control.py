@@ -48,7 +48,14 @@ from flrd.policy import RatePolicy, RoundPlan
 from flrd.protocol import AUDIT_RECORD, METRICS_RECORD, CompressionRequest
 from flrd.state_file import require_int
 
-from .aggregation import Arrays, apply_update, example_weights, inverse_variance_weights, to_record
+from .aggregation import (
+    Arrays,
+    apply_update,
+    example_weights,
+    inverse_variance_weights,
+    to_record,
+    weighted_mean,
+)
 from .decoding import (
     ClientUpdate,
     DecodedRound,
@@ -430,8 +437,6 @@ class RateControl:
         if len(updates) < 2 or self.policy is None:
             log(INFO, "flrd: %d usable replies; variance estimates unchanged", len(updates))
             return
-        from .aggregation import weighted_mean
-
         by_examples = example_weights(updates, len(decoded.sent.global_arrays))
         # THEORY.md §8 assumes quantization errors independent of the gradient, which
         # biased codecs (sign, top-k) break: their estimates use the audited exact
