@@ -128,7 +128,7 @@ def _config():
 
 # -------------------------------------------------------------- the 20% run
 BENCH_KINDS = [hostile.flip_byte, hostile.truncate, hostile.float32_for_dithered,
-               hostile.huge_values, hostile.forged_m2, hostile.inflated_m2,
+               hostile.huge_values, hostile.forged_m2, hostile.inflated_m2, hostile.noisy_update,
                hostile.replay_other_node, hostile.replay_earlier_round,
                hostile.huge_examples, hostile.negative_examples, hostile.absurd_examples,
                hostile.list_loss, hostile.absurd_loss]

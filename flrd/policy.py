@@ -166,13 +166,17 @@ class RatePolicy:
         weights: ArrayLike | None = None,
         loss: float | None = None,
         loss_k: ArrayLike | None = None,
+        signal_power: ArrayLike | None = None,
     ) -> None:
         """Fold one round's reports into the smoothed estimates and the loss tracker.
 
         Shapes: ``m2_k`` and ``quant_noise_var_k`` ``(K, L)``, ``aggregate_sqnorm`` ``(L,)``,
         ``weights`` ``(K,)``. Pass the clients' own training losses as ``loss_k``: the
         round's loss is then their median (NaN entries dropped), which one absurd value
-        cannot move; ``loss``, one already-aggregated value, is trusted as given. Raises
+        cannot move; ``loss``, one already-aggregated value, is trusted as given. Pass
+        ``signal_power`` ``(L,)``, ``sx2`` measured from the updates themselves
+        (:func:`flrd.theory.signal_power`), to keep declared statistics out of ``sx2``;
+        ``aggregate_sqnorm`` and ``quant_noise_var_k`` are then not used. Raises
         ``ValueError`` (and changes nothing) if the shapes do not match the layers or
         more than ``robust_fraction`` of the reports of a layer are invalid.
         """
@@ -186,7 +190,7 @@ class RatePolicy:
             raise ValueError("pass either loss (one aggregated value) or loss_k (per client), not both")
         round_loss = self._round_loss(loss, loss_k)
         estimate = theory.estimate_variances(m2_k, aggregate_sqnorm, self.layer_sizes, quant_noise_var_k, weights,
-                                             robust_fraction=self.robust_fraction)
+                                             robust_fraction=self.robust_fraction, sx2=signal_power)
         sx2, s2 = self._shrunk(estimate.sx2, estimate.s2)
         if self.sx2 is None or self.s2 is None:
             self.sx2, self.s2 = sx2, s2

@@ -42,6 +42,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedProx, FedYogi
 
+from flrd import theory
 from flrd.codecs import codec_class
 from flrd.codecs.base import FixedRateCodec
 from flrd.policy import RatePolicy, RoundPlan
@@ -448,10 +449,15 @@ class RateControl:
                   else np.array([u.report.qnoise for u in updates]))
         replies = {id(u): r for u, r in zip(decoded.updates, decoded.replies, strict=True)}
         try:
+            # sx2 from the updates' cross products: no declared statistic enters it
+            # (docs/THEORY.md §13); the declared m2 only splits off s2.
+            signal = [theory.signal_power(np.stack([(u.exact if exact else u.update)[name]  # type: ignore[index]
+                                                    for u in updates]), self.policy.robust_fraction)
+                      for name in mean]
             self.policy.observe(
                 m2_k=np.array([u.report.m2 for u in updates]),
                 aggregate_sqnorm=np.array([np.sum(np.square(v)) for v in mean.values()]),
-                quant_noise_var_k=qnoise, weights=weights,
+                quant_noise_var_k=qnoise, weights=weights, signal_power=np.array(signal),
                 loss_k=_client_losses([replies[id(u)] for u in updates], self.loss_key))
         except ValueError as err:  # e.g. all weight on one client: nothing to learn
             log(WARNING, "flrd: policy did not observe this round: %s", err)

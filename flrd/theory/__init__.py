@@ -24,7 +24,7 @@ from .calibration import (
     target_eps,
 )
 from .convergence import DistortionChoice, choose_distortion, interior_optimum_margin, rounds_needed, total_cost
-from .estimation import VarianceEstimate, estimate_variances, winsorize
+from .estimation import VarianceEstimate, estimate_variances, signal_power, winsorize
 from .layers import error_free_distortion, round_cost, split_distortion
 from .rates import ceo_sum_rate, independent_rate, sum_rate, sum_rate_slope
 from .region import Allocation, in_rate_region, noise_weights, region_vertex, weighted_sum_allocation
@@ -70,5 +70,6 @@ __all__ = [
     "total_cost",
     "waterfill",
     "weighted_sum_allocation",
+    "signal_power",
     "winsorize",
 ]

@@ -52,6 +52,7 @@ def estimate_variances(
     weights: ArrayLike | None = None,
     *,
     robust_fraction: float = 0.0,
+    sx2: ArrayLike | None = None,
 ) -> VarianceEstimate:
     """Method-of-moments estimates of ``sx2_l`` and ``s2_l`` per layer.
 
@@ -78,6 +79,9 @@ def estimate_variances(
         ``m2_k`` is symmetric to ``O(1/sqrt(n_l))``, so the clipped mean stays
         consistent (exact as ``n_l`` grows); with non-IID clients it shrinks the
         extreme honest reports towards the others.
+    sx2 : ``sx2_l`` measured directly, e.g. by :func:`signal_power` from the decoded
+        updates. ``a`` and ``quant_noise_var`` are then not used; ``s2 = mbar - sx2``
+        (THEORY.md §13: nothing a client declares enters ``sx2``).
 
     Examples
     --------
@@ -102,6 +106,51 @@ def estimate_variances(
     if concentration >= 1.0:
         raise ValueError("weights put all mass on one client: s2 is not identifiable")
     mbar = np.sum(w_col * m2_k, axis=0)
+    if sx2 is not None:
+        measured = np.clip(np.broadcast_to(np.asarray(sx2, dtype=np.float64), mbar.shape), 0.0, mbar)
+        return VarianceEstimate(sx2=measured, s2=mbar - measured)
     s2 = (mbar - a + np.sum(w_col**2 * sq2, axis=0)) / (1.0 - concentration)
     s2 = np.clip(s2, 0.0, mbar)
     return VarianceEstimate(sx2=mbar - s2, s2=s2)
+
+
+def signal_power(updates: ArrayLike, robust_fraction: float = 0.0) -> float:
+    """``sx2`` of one layer from the cross products of ``K >= 2`` clients' updates.
+
+    With ``g_k = x + z_k`` and independent zero-mean ``z_k`` (gradient noise, and the
+    quantization noise of an unbiased codec), ``E[<g_j, g_k>] / n = sx2`` for ``j != k``:
+    no client's own noise enters, so neither does any statistic a client declares
+    about it (THEORY.md §13). With ``robust_fraction = 0`` this is the plain mean over
+    the ``K (K - 1)`` pairs. Otherwise each client's ``K - 1`` products are reduced to
+    their median and the ``K`` medians are :func:`winsorize`-d before the mean: a
+    hostile update spoils only its own row and one entry of each other row, so
+    ``floor(f K)`` of them (fewer than half of each row) move the estimate by at most
+    the honest spread. The median of an honest row is unbiased when the noises are
+    symmetric (their products are).
+
+    Parameters
+    ----------
+    updates : shape ``(K, ...)``: one flattened layer per client (decoded or exact).
+    robust_fraction : as in :func:`estimate_variances`, in ``[0, 0.5)``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(0.0, 1.0, 100_000)  # sx2 = 1, s2 = 4
+    >>> updates = x + rng.normal(0.0, 2.0, (10, x.size))
+    >>> round(signal_power(updates), 1), round(signal_power(updates, 0.3), 1)
+    (1.0, 1.0)
+    """
+    y = np.asarray(updates, dtype=np.float64)
+    if y.ndim == 0 or y.shape[0] < 2:
+        raise ValueError(f"need updates from K >= 2 clients, got shape {y.shape}")
+    K = y.shape[0]
+    y = y.reshape(K, -1)
+    if y.shape[1] == 0:
+        return 0.0
+    if not np.all(np.isfinite(y)):
+        raise ValueError("updates must be finite")
+    products = (y @ y.T)[~np.eye(K, dtype=bool)].reshape(K, K - 1) / y.shape[1]
+    if robust_fraction == 0:
+        return float(np.mean(products))
+    return float(np.mean(winsorize(np.median(products, axis=1), robust_fraction)))

@@ -153,6 +153,15 @@ def inflated_m2(reply: Message, ctx: Context) -> None:
         set_payload(reply, wire.encode_update(ctx.update, ctx.request, node_id=ctx.node_id).payload)
 
 
+def noisy_update(reply: Message, ctx: Context) -> None:
+    """A valid message, honest statistics, of the update plus noise of 30x its power:
+    under the outlier screen, so it is aggregated, and far noisier than its noise
+    target says."""
+    rng = np.random.default_rng(ctx.node_id)
+    noisy = {n: v + rng.normal(0.0, np.sqrt(30.0 * np.mean(v**2) + 1e-30), v.shape) for n, v in ctx.update.items()}
+    set_payload(reply, wire.encode_update(noisy, ctx.request, node_id=ctx.node_id).payload)
+
+
 def unrequested_audit(reply: Message, ctx: Context) -> None:
     """A well-formed exact update the server did not ask for (100x the honest one)."""
     reply.content[AUDIT_RECORD] = ArrayRecord({n: Array(100 * v) for n, v in ctx.update.items()})

@@ -10,7 +10,7 @@ import hostile
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, MetricRecord
-from rounds import HOSTILE_NODE, Round, assert_same_arrays
+from rounds import HOSTILE_NODE, Round, assert_same_arrays, context_of
 
 from flrd.policy import RatePolicy
 from flrd.strategies import RateAwareFedAvg, WaterfillingFedAvg
@@ -93,8 +93,6 @@ def test_inflated_statistics_move_the_estimates_by_less_than_2x():
 
     messages = list(run.strategy.configure_train(3, run.arrays, ConfigRecord(), run.grid))
     replies = run.grid.send_and_receive(messages)
-    from rounds import context_of
-
     sent = {m.metadata.dst_node_id: m for m in messages}
     for node in (103, 107):
         reply = next(r for r in replies if r.metadata.src_node_id == node)
@@ -104,6 +102,28 @@ def test_inflated_statistics_move_the_estimates_by_less_than_2x():
         forged, honest = getattr(run.strategy.policy, key), getattr(clean.strategy.policy, key)
         ratio = np.maximum(forged / honest, honest / forged)
         assert np.all(ratio < 2.0), (key, ratio)
+
+
+def test_three_accepted_replies_far_noisier_than_their_targets_do_not_move_sx2():
+    """sx2 comes from cross products of the decoded updates, so an aggregated update
+    with 30x its power in extra noise (statistics honest for what it sent) cannot
+    raise it; before, the aggregate's power carried that noise into sx2."""
+    policy = RatePolicy([200, 10], smoothing=1.0, shrink_coordinates=0.0)  # this round's estimate alone
+    run = Round(RateAwareFedAvg(policy=policy, **NO_EVAL), num_nodes=10)
+    run.run(1), run.run(2)
+    clean = copy.deepcopy(run)
+    clean.run(3)
+    messages = list(run.strategy.configure_train(3, run.arrays, ConfigRecord(), run.grid))
+    replies = run.grid.send_and_receive(messages)
+    sent = {m.metadata.dst_node_id: m for m in messages}
+    for node in (103, 105, 107):
+        reply = next(r for r in replies if r.metadata.src_node_id == node)
+        hostile.noisy_update(reply, context_of(sent[node], reply))
+    _, metrics = run.strategy.aggregate_train(3, replies)
+    assert metrics["flrd.accepted"] == 10, dict(metrics)
+    forged, honest = run.strategy.policy.sx2, clean.strategy.policy.sx2
+    ratio = forged[0] / honest[0]  # the 200-coordinate layer (the bias layer's sx2 is ~0)
+    assert 1 / 1.3 < ratio < 1.3, ratio
 
 
 @pytest.mark.parametrize("kwargs, bound", [
