@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -68,18 +69,30 @@ def rates_figure(rounds: Iterable[Row], policies: Sequence[str], path: Path) -> 
     plt.close(fig)
 
 
-def lambda_figure(points: Sequence[Mapping[str, float]], path: Path) -> None:
-    """Fig. 8-like: rounds to target and mean bits per round against ``lambda``, with Corollary 3."""
+def lambda_figure(points: Sequence[Mapping[str, float]], path: Path,
+                  adaptive: Mapping[str, float] | None = None) -> None:
+    """Fig. 8-like: median bits and rounds to the target against ``lambda``.
+
+    ``adaptive`` maps other policies (the adaptive rule) to their median bits to the
+    target, drawn as horizontal lines; runs that never reach the target are left out
+    of the curves (they are infinite).
+    """
     plt = _pyplot()
     lam = np.array([p["lambda"] for p in points])
-    fig, left = plt.subplots(figsize=(6, 4))
-    left.plot(lam, [p["rounds_to_target"] for p in points], "ko-", label="rounds to target (measured)")
-    left.plot(lam, [p["predicted_rounds"] for p in points], "k--", label="Theorem 1 shape (scaled)")
-    left.set(xscale="log", xlabel=r"$\lambda$", ylabel="rounds to target")
+
+    def finite(key: str) -> np.ndarray:
+        return np.array([p[key] if math.isfinite(p[key]) else np.nan for p in points])
+
+    fig, left = plt.subplots(figsize=(6.5, 4))
+    left.plot(lam, finite("bits_to_target"), "bs-", label="fixed lambda: bits to target (median)")
+    for (label, bits), style in zip((adaptive or {}).items(), ["r--", "m-.", "c:"]):
+        if math.isfinite(bits):
+            left.axhline(bits, color=style[0], linestyle=style[1:], label=f"{label}: bits to target")
+    left.set(xscale="log", yscale="log", xlabel=r"$\lambda$", ylabel="uplink bits to target")
     right = left.twinx()
-    right.plot(lam, [p["mean_round_bits"] for p in points], "bs-", label="bits per round (measured)")
-    right.plot(lam, [p["mean_r_sum_bits"] for p in points], "g^--", label=r"$R_{sum}$ per round")
-    right.set(yscale="log", ylabel="bits per round")
+    right.plot(lam, finite("rounds_to_target"), "ko-", label="rounds to target (median)")
+    right.plot(lam, [p.get("predicted_rounds", np.nan) for p in points], "k:", label="Theorem 1 shape (scaled)")
+    right.set(ylabel="rounds to target")
     handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     left.legend(handles, [h.get_label() for h in handles], fontsize=7)
     fig.tight_layout()

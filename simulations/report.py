@@ -13,7 +13,7 @@ from .settings import Settings
 
 def _fmt(value: object, spec: str = ".4g") -> str:
     if isinstance(value, float):
-        return "—" if math.isnan(value) else format(value, spec)
+        return "—" if math.isnan(value) else "∞" if math.isinf(value) else format(value, spec)
     return str(value)
 
 
@@ -26,7 +26,9 @@ def write_report(out: Path, settings: Settings, table, points, rounds) -> Path:
         f"model `{run.model}`, partition `{run.partition}`, {run.local_steps} local steps "
         f"(batch {run.batch_size}, lr {run.lr}, momentum {run.momentum}), seeds {list(settings.seeds)}.",
         "", f"## Policies (target accuracy {settings.target_accuracy:.0%})", "",
-        "Bits and rounds to the target are means over the seeds that reached it (last column).", "",
+        "Bits and rounds to the target: median over seeds [range], a run that does not reach "
+        f"the target within the {settings.rounds} rounds counting as infinite (∞); the other "
+        "columns are means over seeds.", "",
         "| policy | uplink bits to target | rounds to target | final accuracy | bits/coord/client "
         "| accuracy per Mbit | seeds reaching |",
         "|---|---|---|---|---|---|---|",
@@ -34,7 +36,8 @@ def write_report(out: Path, settings: Settings, table, points, rounds) -> Path:
     for line in table:
         reaching = _fmt(line["reached"] * line["seeds"], ".0f")
         lines.append(
-            f"| {line['policy']} | {_fmt(line['bits_to_target'], '.3e')} | {_fmt(line['rounds_to_target'], '.0f')} "
+            f"| {line['policy']} | {_spread(line, 'bits_to_target', '.3e')} "
+            f"| {_spread(line, 'rounds_to_target', '.0f')} "
             f"| {_fmt(line['final_accuracy'], '.4f')} | {_fmt(line['bits_per_coord'], '.3f')} "
             f"| {_fmt(line['per_bit_accuracy'], '.3g')} | {reaching}/{line['seeds']} |")
     lines += ["", "## Where the bits go, against the bounds at the measured distortion", "",
@@ -64,10 +67,12 @@ def write_report(out: Path, settings: Settings, table, points, rounds) -> Path:
             f"| {column('reply_bits').sum() / bits.sum():.3g} "
             f"| {first / sum(float(r['uplink_bits']) for r in runs):.1%} |")
     if points:
-        lines += ["", "## Fixed-lambda sweep (Fig. 8)", "",
-                  "| lambda | rounds to target | bits per round | R_sum per round |", "|---|---|---|---|"]
-        lines += [f"| {p['lambda']:g} | {_fmt(p['rounds_to_target'], '.0f')} | {p['mean_round_bits']:.3e} "
-                  f"| {p['mean_r_sum_bits']:.3e} |" for p in points]
+        lines += ["", "## Fixed-lambda sweep (Fig. 8)", "", "Medians over seeds (∞: not reached).", "",
+                  "| lambda | bits to target | rounds to target | final accuracy | bits per round "
+                  "| R_sum per round |", "|---|---|---|---|---|---|"]
+        lines += [f"| {p['lambda']:g} | {_fmt(p['bits_to_target'], '.3e')} | {_fmt(p['rounds_to_target'], '.0f')} "
+                  f"| {p['final_accuracy']:.4f} | {p['mean_round_bits']:.3e} | {p['mean_r_sum_bits']:.3e} |"
+                  for p in points]
     lines += ["", "## Figures", ""]
     for name, caption in [("fig6_statistics.png", "sx2 and s2 per round (Fig. 6)"),
                           ("fig7_rates.png", "realized bits against R_ind and R_sum (Fig. 7)"),
@@ -80,6 +85,12 @@ def write_report(out: Path, settings: Settings, table, points, rounds) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _spread(line, key: str, spec: str) -> str:
+    """``median [min, max]`` of a to-target column (just the value for one seed)."""
+    value, low, high = (line[key], line[f"{key}_min"], line[f"{key}_max"])
+    return _fmt(value, spec) if low == high else f"{_fmt(value, spec)} [{_fmt(low, spec)}, {_fmt(high, spec)}]"
 
 
 def _columns(rows: list) -> Callable[[str], np.ndarray]:

@@ -36,14 +36,20 @@ def per_bit_accuracy(run: Sequence[Row]) -> float:
 
 
 def policy_table(rows: Iterable[Row], target: float) -> list[dict[str, object]]:
-    """One line per policy, averaged over seeds (NaN-aware: runs that never reach count as missing)."""
+    """One line per policy over its seeds.
+
+    Bits and rounds to the target are the **median over seeds, a run that never
+    reaches the target counting as infinite** (so a policy that fails in most seeds
+    has an infinite median), with their range (``*_min``, ``*_max``); the other
+    columns are means over seeds. ``reached`` is the share of seeds that reached it.
+    """
     per_policy: dict[str, list[dict[str, float]]] = defaultdict(list)
     for (policy, _seed), run in group_runs(rows).items():
         bits, rounds = bits_to_accuracy(run, target)
         trained = [r for r in run if float(r["round"]) > 0]  # type: ignore[arg-type]
         per_policy[policy].append({
-            "bits_to_target": bits,
-            "rounds_to_target": rounds,
+            "bits_to_target": math.inf if math.isnan(bits) else bits,
+            "rounds_to_target": math.inf if math.isnan(rounds) else rounds,
             "final_accuracy": float(run[-1]["test_accuracy"]),  # type: ignore[arg-type]
             "bits_per_coord": float(np.nanmean([float(r["bits_per_coord"]) for r in trained])) if trained else math.nan,  # type: ignore[arg-type]
             "per_bit_accuracy": per_bit_accuracy(run),
@@ -54,16 +60,24 @@ def policy_table(rows: Iterable[Row], target: float) -> list[dict[str, object]]:
         line: dict[str, object] = {"policy": policy, "seeds": len(runs)}
         for key in runs[0]:
             values = np.array([r[key] for r in runs])
-            line[key] = float(np.nanmean(values)) if np.any(~np.isnan(values)) else math.nan
+            if key in _TO_TARGET:
+                line[key] = float(np.median(values))
+                line[f"{key}_min"], line[f"{key}_max"] = float(values.min()), float(values.max())
+            else:
+                line[key] = float(np.nanmean(values)) if np.any(~np.isnan(values)) else math.nan
         table.append(line)
     return table
 
 
-def lambda_sweep(rows: Iterable[Row], target: float) -> list[dict[str, float]]:
-    """Fig. 8 points from ``fixed-lambda=<value>`` runs, averaged over seeds.
+_TO_TARGET = ("bits_to_target", "rounds_to_target")
 
-    Per lambda: rounds to the target (mean over the seeds that reached it), and mean
-    uplink bits and ``R_sum`` per trained round.
+
+def lambda_sweep(rows: Iterable[Row], target: float) -> list[dict[str, float]]:
+    """Fig. 8 points from ``fixed-lambda=<value>`` runs, over seeds.
+
+    Per lambda: median bits and rounds to the target (a run that never reaches it
+    counts as infinite), mean final accuracy, and mean uplink bits and ``R_sum`` per
+    trained round.
     """
     by_lambda: dict[float, list[Sequence[Row]]] = defaultdict(list)
     for (policy, _seed), run in group_runs(rows).items():
@@ -72,10 +86,12 @@ def lambda_sweep(rows: Iterable[Row], target: float) -> list[dict[str, float]]:
     points = []
     for lam, runs in sorted(by_lambda.items()):
         trained = [r for run in runs for r in run if float(r["round"]) > 0]  # type: ignore[arg-type]
-        reached = [bits_to_accuracy(run, target)[1] for run in runs]
+        reached = [bits_to_accuracy(run, target) for run in runs]
         points.append({
             "lambda": lam,
-            "rounds_to_target": float(np.nanmean(reached)) if not all(map(math.isnan, reached)) else math.nan,
+            "bits_to_target": float(np.median([math.inf if math.isnan(b) else b for b, _ in reached])),
+            "rounds_to_target": float(np.median([math.inf if math.isnan(t) else t for _, t in reached])),
+            "final_accuracy": float(np.mean([float(run[-1]["test_accuracy"]) for run in runs])),  # type: ignore[arg-type]
             "mean_round_bits": float(np.mean([float(r["uplink_bits"]) for r in trained])),  # type: ignore[arg-type]
             "mean_r_sum_bits": float(np.nanmean([float(r.get("r_sum_bits", math.nan)) for r in trained])),  # type: ignore[arg-type]
         })

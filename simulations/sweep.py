@@ -43,12 +43,12 @@ def run_sweep(settings: Settings, *, show_progress: bool = True) -> Path:
     points = _with_prediction(lambda_sweep(rounds, settings.target_accuracy), rounds, settings)
     write_json(out / "summary.json", {"settings": _jsonable(asdict(settings)), "policies": table,
                                       "lambda_sweep": points, "seconds": time.perf_counter() - started})
-    _figures(out, rounds, layers, specs, points, settings)
+    _figures(out, rounds, layers, specs, points, settings, table)
     write_report(out, settings, table, points, rounds)
     return out
 
 
-def _figures(out: Path, rounds, layers, specs, points, settings: Settings) -> None:
+def _figures(out: Path, rounds, layers, specs, points, settings: Settings, table) -> None:
     labels = [s.label for s in specs]
     stats_policy = next((label for label in labels if label.startswith("rate-aware")), labels[0])
     figures.statistics_figure(rounds, layers, stats_policy, out / "fig6_statistics.png")
@@ -56,7 +56,10 @@ def _figures(out: Path, rounds, layers, specs, points, settings: Settings) -> No
     figures.rates_figure(rounds, compressing, out / "fig7_rates.png")
     figures.accuracy_figure(rounds, settings.target_accuracy, out / "bits_to_accuracy.png")
     if len(points) >= 2:
-        figures.lambda_figure(points, out / "fig8_lambda.png")
+        adaptive = {str(line["policy"]): float(line["bits_to_target"]) for line in table  # type: ignore[arg-type]
+                    if not str(line["policy"]).startswith("fixed-lambda=")
+                    and str(line["policy"]).startswith(("rate-aware", "waterfilling"))}
+        figures.lambda_figure(points, out / "fig8_lambda.png", adaptive)
 
 
 def _with_prediction(points, rounds, settings: Settings):
@@ -72,7 +75,7 @@ def _with_prediction(points, rounds, settings: Settings):
     params = {"R0": settings.run.initial_distance, "beta": settings.run.beta,
               "eps": settings.run.target_accuracy_eps}
     shape = [float(theory.rounds_needed(floor * (1 + p["lambda"]), integer=False, **params)) for p in points]
-    anchor = next((i for i, p in enumerate(points) if not math.isnan(p["rounds_to_target"])), None)
+    anchor = next((i for i, p in enumerate(points) if math.isfinite(p["rounds_to_target"])), None)
     scale = points[anchor]["rounds_to_target"] / shape[anchor] if anchor is not None else math.nan
     return [{**p, "predicted_rounds": s * scale} for p, s in zip(points, shape)]
 

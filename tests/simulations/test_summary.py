@@ -29,11 +29,16 @@ def test_bits_to_target_and_per_bit_accuracy():
     assert per_bit_accuracy(run) == pytest.approx(0.4)  # (0.5 - 0.1) per first Mbit
 
 
-def test_policy_table_averages_seeds_and_counts_reaching_runs():
-    rows = synthetic("a", 0, [0.1, 0.95], 100) + synthetic("a", 1, [0.1, 0.5], 100) + synthetic("b", 0, [0.1, 0.92], 50)
+def test_policy_table_takes_medians_with_misses_as_infinite_and_counts_reaching_runs():
+    rows = (synthetic("a", 0, [0.1, 0.95], 100) + synthetic("a", 1, [0.1, 0.5], 100)
+            + synthetic("a", 2, [0.1, 0.5, 0.91], 30) + synthetic("b", 0, [0.1, 0.92], 50)
+            + synthetic("c", 0, [0.1, 0.5], 50) + synthetic("c", 1, [0.1, 0.5], 50) + synthetic("c", 2, [0.1, 0.95], 5))
     table = {line["policy"]: line for line in policy_table(rows, 0.9)}
-    assert table["a"]["bits_to_target"] == 100 and table["a"]["reached"] == 0.5
+    assert table["a"]["bits_to_target"] == 100 and table["a"]["reached"] == pytest.approx(2 / 3)
+    assert (table["a"]["bits_to_target_min"], table["a"]["bits_to_target_max"]) == (60, math.inf)
+    assert table["a"]["rounds_to_target"] == 2
     assert table["b"]["bits_to_target"] == 50
+    assert table["c"]["bits_to_target"] == math.inf  # reached in 1 of 3 seeds
 
 
 def test_lambda_sweep_reads_fixed_lambda_runs():
@@ -41,6 +46,9 @@ def test_lambda_sweep_reads_fixed_lambda_runs():
     points = lambda_sweep(rows, 0.9)
     assert [p["lambda"] for p in points] == [1.0, 4.0]
     assert [p["rounds_to_target"] for p in points] == [1.0, 2.0]
+    assert [p["bits_to_target"] for p in points] == [40.0, 20.0]
+    missed = lambda_sweep(synthetic("fixed-lambda=9", 0, [0.1, 0.5], 10), 0.9)
+    assert missed[0]["bits_to_target"] == math.inf and missed[0]["final_accuracy"] == 0.5
 
 
 def test_csv_round_trip_and_documented_columns(tmp_path):
