@@ -28,7 +28,7 @@ __all__ = ["POLICIES", "RunConfig", "config_keys", "markdown_table"]
 
 #: Policies selectable by ``policy`` (see ``flrd.strategies.BASELINES``).
 POLICIES = ("rate-aware", "waterfilling", "fixed-lambda", "float32", "m22", "signsgd",
-            "signsgd-mv", "qsgd", "topk-ef")
+            "signsgd-mv", "qsgd", "terngrad", "topk-ef")
 MODELS = ("mlp", "cnn")
 PARTITIONS = ("iid", "dirichlet", "shards")
 

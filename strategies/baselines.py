@@ -50,6 +50,7 @@ BASELINES: dict[str, Baseline] = {
     "signsgd": Baseline("sign"),
     "signsgd-mv": Baseline("sign", majority_vote=True),
     "qsgd": Baseline("qsgd", fixed_rate=True),
+    "terngrad": Baseline("terngrad"),
     "topk-ef": Baseline("topk", fixed_rate=True, error_feedback=True),
 }
 

@@ -14,7 +14,7 @@ CONFIGS = {
     "m22": {"bits": 3, "m": 1.0},
     "sign": {"scale": "gaussian"},
     "qsgd": {"levels": 16},
-    "terngrad": {},
+    "terngrad": {"clip_sigmas": 0.0},
     "topk": {"fraction": 0.05},
     "randk": {"fraction": 0.25, "value_dtype": "float16"},
     "natural": {},
