@@ -60,12 +60,16 @@ def _moment(p: float, r: float, k: float, a: np.ndarray, b: np.ndarray) -> np.nd
     return const * (special.gammaincc(s, a**r) - special.gammaincc(s, b**r))
 
 
-def _initial_boundaries(p: float, r: float, m: float, half: int) -> np.ndarray:
+def _initial_boundaries(p: float, r: float, m: float, half: int, floor: float = 0.0) -> np.ndarray:
     """Positive boundaries at quantiles of the compander density ``(|x|^M f)^(1/3)``
-    (the high-resolution optimum), which is again of the form ``x^p' exp(-x^r/3)``."""
+    (the high-resolution optimum), which is again of the form ``x^p' exp(-x^r/3)``,
+    restricted to ``[floor, inf)``."""
     s = ((p + m) / 3.0 + 1.0) / r
     quantiles = np.arange(1, half) / half
-    return (3.0 * special.gammainccinv(s, 1.0 - quantiles)) ** (1.0 / r)
+    tail = special.gammaincc(s, floor**r / 3.0)
+    inner = (3.0 * special.gammainccinv(s, tail * (1.0 - quantiles))) ** (1.0 / r)
+    # Far in the tail the quantiles can underflow onto the floor: keep them ordered.
+    return np.maximum(inner, floor * (1.0 + 1e-9 * np.arange(1, half)) + 1e-12 * np.arange(1, half))
 
 
 def _density_weight(p: float, r: float, m: float, t: np.ndarray) -> np.ndarray:
@@ -75,9 +79,10 @@ def _density_weight(p: float, r: float, m: float, t: np.ndarray) -> np.ndarray:
         return np.exp((p + m) * np.log(t) - t**r - log_norm)
 
 
-def _cells(p: float, r: float, m: float, inner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _cells(p: float, r: float, m: float, inner: np.ndarray,
+           floor: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Cell bounds, weighted masses and weighted centroids for positive boundaries."""
-    a, b = np.concatenate([[0.0], inner]), np.concatenate([inner, [np.inf]])
+    a, b = np.concatenate([[floor], inner]), np.concatenate([inner, [np.inf]])
     den = _moment(p, r, m, a, b)
     # Cells so far out that their mass underflows keep a nominal midpoint.
     mid = np.where(np.isfinite(b), 0.5 * (a + b), 2.0 * a + 1.0)
@@ -85,10 +90,11 @@ def _cells(p: float, r: float, m: float, inner: np.ndarray) -> tuple[np.ndarray,
     return a, b, den, levels
 
 
-def _newton_step(p: float, r: float, m: float, inner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _newton_step(p: float, r: float, m: float, inner: np.ndarray,
+                 floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Residual ``t - (y_i + y_{i+1})/2`` of the Lloyd–Max conditions and the Newton
     step from its tridiagonal Jacobian (centroid derivatives in closed form)."""
-    _, _, den, y = _cells(p, r, m, inner)
+    _, _, den, y = _cells(p, r, m, inner, floor)
     resid = inner - 0.5 * (y[:-1] + y[1:])
     weight = _density_weight(p, r, m, inner)
     safe = np.where(den > 0, den, np.inf)  # cells with no mass: zero derivative
@@ -102,8 +108,9 @@ def _newton_step(p: float, r: float, m: float, inner: np.ndarray) -> tuple[np.nd
 
 
 @functools.lru_cache(maxsize=1024)
-def design(family: str, shape: float, bits: int, m: float = 0.0) -> Design:
-    """Lloyd–Max codebook with ``2**bits`` levels for the unit-scale law.
+def design(family: str, shape: float, bits: int, m: float = 0.0, floor: float = 0.0) -> Design:
+    """Lloyd–Max codebook with ``2**bits`` levels for the unit-scale law, or for the
+    law conditioned on ``|x| >= floor`` (what survives a top-k cut at ``floor``).
 
     Starts at the compander (high-resolution) boundaries and solves the Lloyd–Max
     conditions by damped Newton iterations on the boundaries, which converge in a
@@ -114,6 +121,9 @@ def design(family: str, shape: float, bits: int, m: float = 0.0) -> Design:
         shape: shape parameter, > 0.
         bits: 1..8.
         m: weight exponent M >= 0 of the distortion ``|x|^M (x - x̂)²``.
+        floor: ``>= 0``; the law is truncated to ``|x| >= floor`` (unit scale), so no
+            level is spent in the hole a top-k cut leaves around zero. Probabilities
+            and distortions are then conditional on ``|x| >= floor``.
 
     Example (the classical Gaussian quantizer: gennorm β=2 has scale 1/√2 per σ):
         >>> d = design("gennorm", 2.0, 1)
@@ -124,17 +134,19 @@ def design(family: str, shape: float, bits: int, m: float = 0.0) -> Design:
         raise ValueError(f"bits must be in 1..8, got {bits}")
     if not shape > 0 or not m >= 0:
         raise ValueError(f"shape must be > 0 and m >= 0, got shape={shape}, m={m}")
+    if not 0 <= floor < np.inf:
+        raise ValueError(f"floor must be finite and >= 0, got {floor}")
     p, r = _exponents(family, shape)
-    inner = _initial_boundaries(p, r, m, 2 ** (bits - 1))
+    inner = _initial_boundaries(p, r, m, 2 ** (bits - 1), floor)
     for _ in range(MAX_ITER):
         if inner.size == 0:
             break
-        resid, step = _newton_step(p, r, m, inner)
+        resid, step = _newton_step(p, r, m, inner, floor)
         size = 1.0
         while size > 1e-6:  # damp until ordered and the residual shrinks
             trial = inner - size * step
-            ordered = trial[0] > 0 and np.all(np.diff(trial) > 0)
-            if ordered and np.max(np.abs(_newton_step(p, r, m, trial)[0])) < np.max(np.abs(resid)):
+            ordered = trial[0] > floor and np.all(np.diff(trial) > 0)
+            if ordered and np.max(np.abs(_newton_step(p, r, m, trial, floor)[0])) < np.max(np.abs(resid)):
                 break
             size /= 2
         else:
@@ -142,13 +154,14 @@ def design(family: str, shape: float, bits: int, m: float = 0.0) -> Design:
         inner = trial
         if np.max(np.abs(size * step)) <= TOL * max(1.0, inner[-1]):
             break
-    a, b, _, levels = _cells(p, r, m, inner)
+    a, b, _, levels = _cells(p, r, m, inner, floor)
+    kept = 2.0 * float(np.sum(_moment(p, r, 0.0, a, b)))  # P(|x| >= floor); 1 without a floor
 
     def distortion(weight: float) -> float:
         terms = _moment(p, r, weight + 2, a, b) - 2 * levels * _moment(p, r, weight + 1, a, b)
-        return float(2.0 * np.sum(terms + levels**2 * _moment(p, r, weight, a, b)))
+        return float(2.0 * np.sum(terms + levels**2 * _moment(p, r, weight, a, b))) / kept
 
-    half_probs = _moment(p, r, 0.0, a, b)
+    half_probs = _moment(p, r, 0.0, a, b) / kept
     return Design(
         levels=_frozen(np.concatenate([-levels[::-1], levels])),
         boundaries=_frozen(np.concatenate([-inner[::-1], [0.0], inner])),

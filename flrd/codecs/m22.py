@@ -2,13 +2,16 @@
 
 After Liu et al., "M22: A Communication-Efficient Algorithm for Federated
 Learning Inspired by Rate-Distortion" (arXiv 2301.09269), THEORY §10. Per layer:
-optionally keep the top ``keep_fraction`` of entries by magnitude (the authors keep
-``P / (100 b)``), standardize the kept entries by their RMS, fit a generalized
-normal or double Weibull law (location fixed at 0, seeded subsample of at most
-20k entries), and quantize with the ``2**bits``-level codebook minimizing
-``E[|x|^M (x - x̂)²]`` under the fit (:mod:`flrd.codecs.lloyd`, cached by the
-shape rounded to 0.01). Cell indices are bit-packed, or range-coded under the
-fitted law's cell probabilities when that is smaller. Deterministic and biased.
+standardize the layer by its RMS and fit a generalized normal or double Weibull law
+(location fixed at 0, seeded subsample of at most 20k entries); optionally keep only
+the top ``keep_fraction`` of entries by magnitude (the authors keep ``P / (100 b)``);
+quantize the kept entries with the ``2**bits``-level codebook minimizing
+``E[|x|^M (x - x̂)²]`` under the fitted law, conditioned on ``|x|`` at or above the
+cut when entries were dropped (:mod:`flrd.codecs.lloyd`, cached by the shape and the
+cut rounded to 0.01). Fitting the whole layer, not the survivors, keeps levels out of
+the hole the cut leaves around zero (a law fitted to the survivors puts mass there).
+Cell indices are bit-packed, or range-coded under the fitted law's cell
+probabilities when that is smaller. Deterministic and biased.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from .numerics import as_float_array, chunks, rms, store, subsample
 from .packing import iter_unpack_uint, pack_uint, packed_size
 
 SHAPE_RANGE = (0.2, 10.0)
+MAX_CUT = 100.0  # top-k cut in units of the fitted scale; beyond it the tail law is moot
 MAX_M = 8.0
 FIT_SAMPLE = 20_000
 _MIN_FIT = 64  # fewer kept entries: skip the fit and assume a Gaussian
@@ -114,10 +118,14 @@ class M22Codec(Codec):
         k = n if self.keep_fraction == 1 else min(n, math.ceil(self.keep_fraction * n))
         positions = None if k == n else top_k_indices(flat, k)
         values = flat if positions is None else flat[positions]
-        sigma = rms(values)
-        shape, alpha = fit_law(values / sigma, family) if sigma > 0 else (2.0, 1.0)
-        params = (self.bits, self.m, family, shape, sigma * alpha, k)
-        return positions, values, params, design(self.family, shape, self.bits, float(self.m))
+        sigma = rms(flat)
+        shape, alpha = fit_law(flat / sigma, family) if sigma > 0 else (2.0, 1.0)
+        scale = sigma * alpha
+        cut = 0.0
+        if positions is not None and k > 0 and scale > 0:  # rounded down: every survivor stays above it
+            cut = min(math.floor(float(np.min(np.abs(values))) / scale * 100) / 100, MAX_CUT)
+        params = (self.bits, self.m, family, shape, scale, k, cut)
+        return positions, values, params, design(self.family, shape, self.bits, float(self.m), cut)
 
     def _symbols(self, values: np.ndarray, scale: float, codebook: Design) -> np.ndarray:
         out = np.zeros(values.size, dtype=np.uint8)
@@ -145,7 +153,7 @@ class M22Codec(Codec):
 
     @classmethod
     def _decode(cls, header: Header, body: memoryview) -> np.ndarray:
-        bits, m, family, shape, scale, k, coded = expect_params(header, 7, cls.name)
+        bits, m, family, shape, scale, k, cut, coded = expect_params(header, 8, cls.name)
         n = header.size
         bits = int_param(bits, "m22 bits", 1, 8)
         family = int_param(family, "m22 family", 0, 1)
@@ -153,11 +161,13 @@ class M22Codec(Codec):
         coded = int_param(coded, "m22 coded flag", 0, 1)
         if not (0 <= m <= MAX_M and SHAPE_RANGE[0] <= shape <= SHAPE_RANGE[1] and scale >= 0):
             raise CodecError(f"m22: invalid m={m}, shape={shape} or scale={scale}")
+        if not (0 <= cut <= MAX_CUT and cut == round(cut, 2) and (cut == 0 or k < n)):
+            raise CodecError(f"m22: invalid top-k cut {cut} (a multiple of 0.01 in [0, {MAX_CUT}], 0 when dense)")
         split = elias_fano_size(n, k) if k < n else 0
         if split > len(body) or (not coded and len(body) != split + packed_size(k, bits)):
             raise CodecError(f"m22: body of {len(body)} bytes does not match {k} kept entries")
         positions = elias_fano_decode(body[:split], n, k) if k < n else None
-        codebook = design(FAMILIES[family], shape, bits, m)
+        codebook = design(FAMILIES[family], shape, bits, m, cut)
         symbol_chunks: Iterator[np.ndarray]
         if coded:
             decoder, model = decoder_for(body[split:]), _model(codebook)

@@ -100,3 +100,44 @@ def test_mse_falls_about_6db_per_bit_at_high_rate():
 def test_design_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         design(**kwargs)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3])
+@pytest.mark.parametrize("floor", [0.5, 1.5])
+def test_truncated_design_meets_lloyd_conditions_on_the_tail_by_quadrature(bits, floor):
+    """With a floor the law is conditioned on |x| >= floor: probabilities sum to 1,
+    levels are the conditional centroids of their cells and sit above the floor."""
+    d = design("gennorm", 1.3, bits, floor=floor)
+    law = stats.gennorm(1.3)
+    tail = 2 * law.sf(floor)
+    assert d.probs.sum() == pytest.approx(1.0) and np.all(d.levels[d.levels > 0] > floor)
+    edges = np.concatenate([[floor], d.boundaries[d.boundaries > 0], [np.inf]])
+    for level, (a, b) in zip(d.levels[d.levels > 0], zip(edges[:-1], edges[1:])):
+        mass = integrate.quad(law.pdf, a, b)[0]
+        assert level == pytest.approx(integrate.quad(lambda x: x * law.pdf(x), a, b)[0] / mass, rel=1e-6)
+    mse = sum(integrate.quad(lambda x, y=y: (x - y) ** 2 * law.pdf(x), a, b)[0]
+              for y, (a, b) in zip(d.levels[d.levels > 0], zip(edges[:-1], edges[1:])))
+    assert d.mse == pytest.approx(2 * mse / tail, rel=1e-6)
+
+
+@pytest.mark.parametrize("source, bits, bound", [("gauss", 1, 1.05), ("gauss", 2, 1.05), ("gauss", 3, 1.05),
+                                                 ("t5", 1, 1.1), ("t5", 2, 1.3)])
+@pytest.mark.parametrize("keep", [0.05, 0.2])
+def test_m22_top_k_survivors_are_quantized_near_an_empirical_lloyd_max(source, bits, bound, keep):
+    """M22 with a top-k cut fits its law to the whole layer and designs for the tail:
+    its MSE on the survivors is within ``bound`` of a Lloyd-Max quantizer fitted to the
+    survivors themselves (a law fitted to the survivors put levels into the hole
+    around zero: 1.1-5.2x)."""
+    from flrd.codecs import decode, get
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(100_000) if source == "gauss" else 0.01 * rng.standard_t(5, 100_000)
+    kept = np.argsort(-np.abs(x))[: int(np.ceil(keep * x.size))]
+    xh = decode(get("m22", bits=bits, keep_fraction=keep).encode(x))
+    magnitude = np.abs(x[kept])
+    levels = np.quantile(magnitude, (np.arange(2 ** (bits - 1)) + 0.5) / 2 ** (bits - 1))
+    for _ in range(200):  # empirical Lloyd-Max on the survivors' magnitudes (symmetric)
+        cell = np.searchsorted((levels[:-1] + levels[1:]) / 2, magnitude)
+        levels = np.array([magnitude[cell == i].mean() for i in range(levels.size)])
+    empirical = np.mean((magnitude - levels[np.searchsorted((levels[:-1] + levels[1:]) / 2, magnitude)]) ** 2)
+    assert np.mean((xh[kept] - x[kept]) ** 2) <= bound * empirical
