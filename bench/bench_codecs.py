@@ -93,7 +93,9 @@ def settings(x: np.ndarray) -> list[tuple[str, codecs.Codec]]:
     rows += [("sign mean_abs", codecs.SignCodec()), ("sign gaussian", codecs.SignCodec(scale="gaussian"))]
     # One norm for the whole vector (no buckets): few levels would send almost only zeros.
     rows += [(f"qsgd for_bits({b}) s={c.levels}", c) for b in (1, 2, 4) for c in [codecs.QSGDCodec.for_bits(b, x)]]
-    rows += [("terngrad", codecs.TernGradCodec()), ("natural", codecs.NaturalCodec())]
+    rows += [(f"qsgd s={s} bucket 512", codecs.QSGDCodec(levels=s, bucket_size=512)) for s in (1, 2, 4, 8)]
+    rows += [("terngrad (clip 2.5)", codecs.TernGradCodec()),
+             ("terngrad no clip", codecs.TernGradCodec(clip_sigmas=0.0)), ("natural", codecs.NaturalCodec())]
     rows += [(f"topk {f}", codecs.TopKCodec(fraction=f)) for f in (0.01, 0.1)]
     rows += [("randk 0.1 f16", codecs.RandKCodec(fraction=0.1, value_dtype="float16"))]
     return rows
