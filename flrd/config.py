@@ -74,9 +74,9 @@ class RunConfig:
         "Theorem 1's target accuracy eps", low=0, strict_low=True))
     smoothing: float = field(default=0.5, metadata=_key(
         "weight of the newest round in the smoothed estimates", low=0, high=1, strict_low=True))
-    warmup_relative_noise: float = field(default=512.0, metadata=_key(
+    warmup_relative_noise: float = field(default=8.0, metadata=_key(
         "first round's quantization noise, relative to each layer's own mean square "
-        "(512: per-client SNR 1/512, about 0.004 bit per coordinate)",
+        "(8: per-client SNR 1/8, about 0.17 bit per coordinate)",
         low=0, high=1e6, strict_low=True))
     audit: bool = field(default=False, metadata=_key(
         "clients also send their exact update (outside the bit count) to measure distortion"))

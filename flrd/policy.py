@@ -81,11 +81,9 @@ class RatePolicy:
         round undoes one back-off.
     min_lambda_cap : the cap never backs off below this.
     warmup_relative_noise : noise-to-signal ratio clients use before any estimate. The
-        default 512 (a per-client SNR of 1/512) makes the first round cost about 7e3
-        bits on the reference task, against 3.2e5 at 8, which was two thirds of fixed
-        lambda = 1024's bits to 90 % (BENCHMARKS.md); the round still trains (its
-        noise is like lambda ~ 4000 for one round) and the estimates subtract the
-        known noise.
+        default 8 makes the first round cost about 3 % of the bits to 90 % on the
+        reference task (a per-client SNR of 1/8; measured against 0.05, which cost 27 %,
+        and 4: BENCHMARKS.md); the estimates subtract the known noise.
     robust_fraction : fraction of a round's clients, from each end, whose reports
         (``m2_k``, quantization noise) may be arbitrary; they are winsorized per layer
         before the estimate (:func:`flrd.theory.winsorize`, THEORY.md §8). The default
@@ -126,7 +124,7 @@ class RatePolicy:
         patience: int = 2,
         min_improvement: float = 1e-3,
         min_lambda_cap: float = 0.1,
-        warmup_relative_noise: float = 512.0,
+        warmup_relative_noise: float = 8.0,
         robust_fraction: float = 0.3,
         min_noise_fraction: float = 0.01,
         shrink_coordinates: float = 1000.0,
