@@ -77,7 +77,7 @@ __all__ = ["Aggregate", "RateControl", "mean_aggregator"]
 StateDict = dict[str, int | float | list[float]]
 _POLICY_PREFIX = "policy."
 EXAMPLES_SPREAD = 1000.0  # a reply claiming more examples than this x the round's median is left out
-UPDATE_SQNORM_SPREAD = 100.0  # likewise for a layer's squared update norm (10x the norm)
+UPDATE_SQNORM_SPREAD = 100.0  # likewise for the update's squared norm (10x the norm)
 # Base strategies whose model estimate is the example-weighted mean of the replies
 # (FedOpt variants and FedAvgM then step a server optimizer along it).
 _MEAN_AGGREGATORS = (FedAvg.aggregate_train, FedAdam.aggregate_train, FedYogi.aggregate_train,
@@ -387,7 +387,8 @@ class RateControl:
         updates, replies = decoded.updates, decoded.replies
         layouts = majority([metrics_layout(r) for r in replies])
         examples = np.array([_weight(r, weight_key, u) for r, u in zip(replies, updates, strict=True)])
-        big_update = _outlying_updates(updates)
+        relative = [decoded.sent.requests[u.node_id].relative_noise for u in updates]
+        big_update = _outlying_updates(updates, relative)
         reasons = [("metrics", "its metrics are laid out unlike the other replies'") if not same
                    else ("outlier", f"{examples[i]:.3g} examples, over {EXAMPLES_SPREAD:g}x the "
                                     "round's median") if far
@@ -496,19 +497,29 @@ def mean_aggregator(strategy_class: type) -> bool:
     return False
 
 
-def _outlying_updates(updates: Sequence[ClientUpdate]) -> np.ndarray:
-    """Updates whose mean square, in some layer, exceeds ``UPDATE_SQNORM_SPREAD`` times
-    their noise target plus the round's median signal power (``m2 - target``): far
-    beyond what honest training and the requested quantization noise produce."""
+def _outlying_updates(updates: Sequence[ClientUpdate], relative_noise: Sequence[float | None]) -> np.ndarray:
+    """Updates whose squared norm exceeds ``UPDATE_SQNORM_SPREAD`` times what their noise
+    targets plus the round's median signal power (``m2 - target``, per layer) explain:
+    far beyond what honest training and the requested quantization noise produce.
+
+    A warm-up target (``relative_noise`` times the client's own ``m2``) is read at the
+    round's median transmitted ``m2``, so a forged statistic cannot widen its own
+    tolerance. Summed over the model, not layer by layer: at very low SNR the sparse
+    codec keeps a handful of coordinates (0 to 3 of 200 at SNR 1/512), so a decoded
+    layer's power swings by orders of magnitude between honest clients, and the
+    round's median power says nothing about the noise."""
     if not updates:
         return np.zeros(0, dtype=bool)
     power = np.array([[float(np.mean(np.square(v))) if v.size else 0.0 for v in u.update.values()]
                       for u in updates])
-    noise = np.array([np.zeros(power.shape[1]) if u.noise_var is None else u.noise_var
-                      for u in updates], dtype=np.float64)
+    sizes = np.array([v.size for v in updates[0].update.values()], dtype=np.float64)
+    median_m2 = np.median(np.array([u.report.m2 for u in updates], dtype=np.float64), axis=0)
+    noise = np.array([u.noise_var if u.noise_var is not None
+                      else (rel or 0.0) * median_m2
+                      for u, rel in zip(updates, relative_noise, strict=True)], dtype=np.float64)
     signal = np.median(np.maximum(power - noise, 0.0), axis=0)
-    expected = noise + signal
-    return np.any(power > UPDATE_SQNORM_SPREAD * np.where(expected > 0, expected, np.inf), axis=1) \
+    sqnorm, expected = power @ sizes, (noise + signal) @ sizes
+    return sqnorm > UPDATE_SQNORM_SPREAD * np.where(expected > 0, expected, np.inf) \
         if len(updates) >= 3 else np.zeros(len(updates), dtype=bool)
 
 
