@@ -6,8 +6,7 @@ Exact FedAvg (no compression) on 100-client IID MNIST, 10 clients per round, the
 reference local training (20 steps, batch 128, lr 0.01, momentum 0.5), seed 0. At
 selected rounds each sampled client estimates the **mean curvature**
 ``beta_bar = tr(H) / n`` of its minibatch loss (256 samples) by Hutchinson's estimator
-(two Rademacher probes, ``z^T H z / n`` by double back-propagation; torch has no
-library routine for it, so it is written here). The server side takes the median over
+(two Rademacher probes, :func:`flrd.training.mean_curvature`). The server side takes the median over
 the clients and prints, beside the round's coherent power ``S = sum_l n_l sx2_l``
 (:func:`flrd.theory.signal_power`) and gradient-noise power ``sum_l n_l s2_l``:
 
@@ -28,30 +27,14 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from flrd import theory
 from flrd.datasets import load_mnist
 from flrd.datasets.partition import partition_indices
 from flrd.models import build_model
-from flrd.training import evaluate, get_weights, set_weights, train_local
+from flrd.training import evaluate, get_weights, mean_curvature, set_weights, train_local
 
 PROBE_ROUNDS = (1, 2, 3, 5, 8, 12, 16, 20, 25, 30, 40, 50, 60)
-
-
-def mean_curvature(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, probes: int,
-                   generator: torch.Generator) -> float:
-    """Hutchinson's ``E[z^T H z] / n`` of the mean cross-entropy on ``(x, y)``."""
-    params = list(model.parameters())
-    inputs = (torch.tensor(x, dtype=torch.float32) / 255.0 - 0.1307) / 0.3081
-    loss = F.cross_entropy(model(inputs), torch.tensor(y, dtype=torch.int64))
-    grads = torch.autograd.grad(loss, params, create_graph=True)
-    total = 0.0
-    for _ in range(probes):
-        z = [torch.randint(0, 2, p.shape, generator=generator).float() * 2 - 1 for p in params]
-        hz = torch.autograd.grad(grads, params, grad_outputs=z, retain_graph=True)
-        total += float(sum((a * b).sum() for a, b in zip(hz, z, strict=True)))
-    return total / probes / sum(p.numel() for p in params)
 
 
 def main() -> None:
@@ -64,7 +47,7 @@ def main() -> None:
     parts = partition_indices(data.y_train, 100, "iid", seed=0)
     model = build_model("mlp", seed=0)
     weights = get_weights(model)
-    rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
     h = theory.local_step_gains(0.01, 20, 0.5).step
     started = time.perf_counter()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
@@ -78,7 +61,8 @@ def main() -> None:
             index = parts[client]
             if server_round in PROBE_ROUNDS:
                 batch = index[rng.choice(len(index), 256, replace=False)]
-                curvatures.append(mean_curvature(model, data.x_train[batch], data.y_train[batch], 2, generator))
+                curvatures.append(mean_curvature(model, data.x_train[batch], data.y_train[batch], probes=2,
+                                                 seed=int(rng.integers(1 << 31))))
             train_local(model, data.x_train[index], data.y_train[index], steps=20,
                         seed=int(rng.integers(1 << 31)))
             updates.append(np.concatenate([(a - b).ravel() for a, b in zip(get_weights(model), weights,

@@ -161,8 +161,8 @@ class RatePolicy:
     def observe(
         self,
         m2_k: ArrayLike,
-        aggregate_sqnorm: ArrayLike,
-        quant_noise_var_k: ArrayLike,
+        aggregate_sqnorm: ArrayLike | None = None,
+        quant_noise_var_k: ArrayLike = 0.0,
         weights: ArrayLike | None = None,
         loss: float | None = None,
         loss_k: ArrayLike | None = None,
@@ -176,7 +176,7 @@ class RatePolicy:
         cannot move; ``loss``, one already-aggregated value, is trusted as given. Pass
         ``signal_power`` ``(L,)``, ``sx2`` measured from the updates themselves
         (:func:`flrd.theory.signal_power`), to keep declared statistics out of ``sx2``;
-        ``aggregate_sqnorm`` and ``quant_noise_var_k`` are then not used. Raises
+        ``aggregate_sqnorm`` and ``quant_noise_var_k`` are then not needed. Raises
         ``ValueError`` (and changes nothing) if the shapes do not match the layers or
         more than ``robust_fraction`` of the reports of a layer are invalid.
         """
@@ -184,8 +184,11 @@ class RatePolicy:
         m2_k = np.asarray(m2_k, dtype=np.float64)
         if m2_k.ndim != 2 or m2_k.shape[1] != L:
             raise ValueError(f"m2_k must have shape (K, {L}), got {m2_k.shape}")
-        if np.shape(aggregate_sqnorm) != (L,):
-            raise ValueError(f"aggregate_sqnorm must have shape ({L},), got {np.shape(aggregate_sqnorm)}")
+        given, given_name = ((aggregate_sqnorm, "aggregate_sqnorm") if signal_power is None
+                             else (signal_power, "signal_power"))
+        shape = np.shape(np.asarray(given, dtype=np.float64))
+        if shape != (L,):
+            raise ValueError(f"{given_name} must have shape ({L},), got {shape}")
         if loss is not None and loss_k is not None:
             raise ValueError("pass either loss (one aggregated value) or loss_k (per client), not both")
         round_loss = self._round_loss(loss, loss_k)

@@ -55,7 +55,6 @@ from .aggregation import (
     example_weights,
     inverse_variance_weights,
     to_record,
-    weighted_mean,
 )
 from .decoding import (
     ClientUpdate,
@@ -445,20 +444,16 @@ class RateControl:
         # updates when there are any. Unbiased codecs estimate from what was decoded, as
         # in a deployment without audit, so a simulation measures the deployed system.
         exact = not codec_class(self.codec).unbiased and all(u.exact is not None for u in updates)
-        weights, mean = by_examples[:, 0], weighted_mean(updates, by_examples, exact=exact)
-        qnoise = (np.zeros((len(updates), len(mean))) if exact
-                  else np.array([u.report.qnoise for u in updates]))
         replies = {id(u): r for u, r in zip(decoded.updates, decoded.replies, strict=True)}
         try:
             # sx2 from the updates' cross products: no declared statistic enters it
             # (docs/THEORY.md §13); the declared m2 only splits off s2.
             signal = [theory.signal_power(np.stack([(u.exact if exact else u.update)[name]  # type: ignore[index]
                                                     for u in updates]), self.policy.robust_fraction)
-                      for name in mean]
+                      for name in updates[0].update]
             self.policy.observe(
-                m2_k=np.array([u.report.m2 for u in updates]),
-                aggregate_sqnorm=np.array([np.sum(np.square(v)) for v in mean.values()]),
-                quant_noise_var_k=qnoise, weights=weights, signal_power=np.array(signal),
+                m2_k=np.array([u.report.m2 for u in updates]), weights=by_examples[:, 0],
+                signal_power=np.array(signal),
                 loss_k=_client_losses([replies[id(u)] for u in updates], self.loss_key))
         except ValueError as err:  # e.g. all weight on one client: nothing to learn
             log(WARNING, "flrd: policy did not observe this round: %s", err)

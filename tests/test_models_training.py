@@ -160,3 +160,32 @@ def test_train_and_evaluate_reject_bad_inputs(mnist: MnistArrays) -> None:
         train_local(model, x, y[:9], steps=1)
     with pytest.raises(ValueError, match="labels"):
         evaluate(model, x[:0], y[:0])
+
+
+def test_mean_curvature_matches_the_exact_hessian_trace():
+    """Hutchinson's estimate of tr(H)/n against the full Hessian of a small model's loss."""
+    from torch import nn
+
+    from flrd.training import mean_curvature
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 3))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype(np.float32), rng.integers(0, 3, 32)
+    params = list(model.parameters())
+    shapes = [p.shape for p in params]
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+
+    def loss_of(vector):
+        chunks, start = [], 0
+        for shape in shapes:
+            size = int(np.prod(shape))
+            chunks.append(vector[start:start + size].reshape(shape))
+            start += size
+        hidden = torch.tanh(torch.tensor(x) @ chunks[0].T + chunks[1])
+        return torch.nn.functional.cross_entropy(hidden @ chunks[2].T + chunks[3], torch.tensor(y))
+
+    exact = float(torch.trace(torch.autograd.functional.hessian(loss_of, flat))) / flat.numel()
+    assert mean_curvature(model, x, y, probes=4000, seed=1) == pytest.approx(exact, rel=0.05)
+    with pytest.raises(ValueError, match="probes"):
+        mean_curvature(model, x, y, probes=0)

@@ -46,7 +46,7 @@ def winsorize(values: ArrayLike, fraction: float) -> NDArray[np.float64]:
 
 def estimate_variances(
     m2_k: ArrayLike,
-    gbar_sqnorm: ArrayLike,
+    gbar_sqnorm: ArrayLike | None,
     n: ArrayLike,
     quant_noise_var: ArrayLike = 0.0,
     weights: ArrayLike | None = None,
@@ -80,8 +80,8 @@ def estimate_variances(
         consistent (exact as ``n_l`` grows); with non-IID clients it shrinks the
         extreme honest reports towards the others.
     sx2 : ``sx2_l`` measured directly, e.g. by :func:`signal_power` from the decoded
-        updates. ``a`` and ``quant_noise_var`` are then not used; ``s2 = mbar - sx2``
-        (THEORY.md §13: nothing a client declares enters ``sx2``).
+        updates. ``gbar_sqnorm`` may then be None and ``quant_noise_var`` is not used;
+        ``s2 = mbar - sx2`` (THEORY.md §13: nothing a client declares enters ``sx2``).
 
     Examples
     --------
@@ -93,7 +93,6 @@ def estimate_variances(
     if m2_k.ndim == 0 or m2_k.shape[0] < 2:
         raise ValueError(f"need reports from K >= 2 clients to separate s2 from sx2, got shape {m2_k.shape}")
     K = m2_k.shape[0]
-    a = checks.nonnegative("gbar_sqnorm", gbar_sqnorm) / checks.positive("n", n)
     sq2 = np.broadcast_to(np.asarray(quant_noise_var, dtype=np.float64), m2_k.shape)
     m2_k = checks.nonnegative("m2_k", winsorize(m2_k, robust_fraction))
     sq2 = checks.nonnegative("quant_noise_var", winsorize(sq2, robust_fraction))
@@ -109,6 +108,9 @@ def estimate_variances(
     if sx2 is not None:
         measured = np.clip(np.broadcast_to(np.asarray(sx2, dtype=np.float64), mbar.shape), 0.0, mbar)
         return VarianceEstimate(sx2=measured, s2=mbar - measured)
+    if gbar_sqnorm is None:
+        raise ValueError("need gbar_sqnorm (the aggregate's squared norm) unless sx2 is given")
+    a = checks.nonnegative("gbar_sqnorm", gbar_sqnorm) / checks.positive("n", n)
     s2 = (mbar - a + np.sum(w_col**2 * sq2, axis=0)) / (1.0 - concentration)
     s2 = np.clip(s2, 0.0, mbar)
     return VarianceEstimate(sx2=mbar - s2, s2=s2)

@@ -111,6 +111,7 @@ def test_three_accepted_replies_far_noisier_than_their_targets_do_not_move_sx2()
     policy = RatePolicy([200, 10], smoothing=1.0, shrink_coordinates=0.0)  # this round's estimate alone
     run = Round(RateAwareFedAvg(policy=policy, **NO_EVAL), num_nodes=10)
     run.run(1), run.run(2)
+    start = run.arrays["w"].numpy().astype(np.float64)
     clean = copy.deepcopy(run)
     clean.run(3)
     messages = list(run.strategy.configure_train(3, run.arrays, ConfigRecord(), run.grid))
@@ -119,11 +120,16 @@ def test_three_accepted_replies_far_noisier_than_their_targets_do_not_move_sx2()
     for node in (103, 105, 107):
         reply = next(r for r in replies if r.metadata.src_node_id == node)
         hostile.noisy_update(reply, context_of(sent[node], reply))
-    _, metrics = run.strategy.aggregate_train(3, replies)
+    arrays, metrics = run.strategy.aggregate_train(3, replies)
     assert metrics["flrd.accepted"] == 10, dict(metrics)
     forged, honest = run.strategy.policy.sx2, clean.strategy.policy.sx2
+    # The attack works: the extra noise raises the aggregate's power in layer w by more
+    # than 0.3 sx2, so §8's sx2 (aggregate power minus declared noise) would move > 1.3x.
+    power = {name: float(np.mean((a["w"].numpy() - start) ** 2)) for name, a in (("forged", arrays),
+                                                                                ("honest", clean.arrays))}
+    assert power["forged"] - power["honest"] > 0.3 * honest[0], (power, honest)
     ratio = forged[0] / honest[0]  # the 200-coordinate layer (the bias layer's sx2 is ~0)
-    assert 1 / 1.3 < ratio < 1.3, ratio
+    assert np.isfinite(ratio) and 1 / 1.3 < ratio < 1.3, ratio
 
 
 @pytest.mark.parametrize("kwargs, bound", [

@@ -65,3 +65,17 @@ def test_estimate_variances_takes_a_measured_sx2_and_keeps_mbar():
     assert (float(est.sx2), float(est.s2)) == pytest.approx((2.5, 0.5))
     clipped = theory.estimate_variances([3.0, 3.2, 2.8], gbar_sqnorm=0.0, n=100, sx2=-1.0)
     assert (float(clipped.sx2), float(clipped.s2)) == pytest.approx((0.0, 3.0))
+
+
+def test_without_a_measured_sx2_the_aggregate_norm_is_required():
+    with pytest.raises(ValueError, match="gbar_sqnorm"):
+        theory.estimate_variances([3.0, 3.2, 2.8], gbar_sqnorm=None, n=100)
+    from flrd.policy import RatePolicy
+
+    policy = RatePolicy([100, 10])
+    with pytest.raises(ValueError, match="aggregate_sqnorm"):
+        policy.observe(m2_k=np.ones((4, 2)))
+    with pytest.raises(ValueError, match="signal_power"):
+        policy.observe(m2_k=np.ones((4, 2)), signal_power=[0.5])
+    policy.observe(m2_k=np.ones((4, 2)), signal_power=[0.5, 0.25])
+    assert policy.sx2 is not None and policy.s2 is not None and policy.rounds_observed == 1
