@@ -27,7 +27,7 @@ from typing import Any
 __all__ = ["POLICIES", "RunConfig", "config_keys", "markdown_table"]
 
 #: Policies selectable by ``policy`` (see ``flrd.strategies.BASELINES``).
-POLICIES = ("rate-aware", "waterfilling", "fixed-lambda", "float32", "m22", "signsgd",
+POLICIES = ("rate-aware", "waterfilling", "fixed-lambda", "trust-region", "float32", "m22", "signsgd",
             "signsgd-mv", "qsgd", "terngrad", "topk-ef")
 MODELS = ("mlp", "cnn")
 PARTITIONS = ("iid", "dirichlet", "shards")
@@ -65,6 +65,9 @@ class RunConfig:
         low=0, high=32, strict_low=True))
     fixed_lambda: float = field(default=256.0, metadata=_key(
         "lambda of the fixed-lambda policy (quantization / gradient noise)", low=0))
+    noise_fraction: float = field(default=0.02, metadata=_key(
+        "per-round distortion of the trust-region policy, as a fraction of the initial model's mean square",
+        low=0, high=1, strict_low=True))
     lambda_cap: float = field(default=16.0, metadata=_key(
         "largest lambda the rate-aware rule may choose", low=0, high=1e12, strict_low=True))
     beta: float = field(default=1.0, metadata=_key("Theorem 1's smoothness beta", low=0))

@@ -156,6 +156,7 @@ class RatePolicy:
         self.smoothed_loss = np.nan
         self.stalled_rounds = 0
         self.rounds_observed = 0
+        self.weight_mean_square: NDArray[np.float64] | None = None
 
     # ------------------------------------------------------------------ observe
     def observe(
@@ -252,6 +253,18 @@ class RatePolicy:
             floor_scale = min(self.min_lambda_cap / self.lambda_cap, 1.0)
             self.cap_scale = max(self.cap_scale * self.backoff, floor_scale)
             self.stalled_rounds = 0
+
+    def observe_model(self, weight_mean_square: ArrayLike) -> None:
+        """Note the global model's per-layer mean square ``mean(w_l**2)`` before a round.
+
+        The strategy calls it before every :meth:`plan`. Corollary 3 does not read it;
+        rules that scale the noise to the model (:class:`flrd.trust_region.TrustRegionPolicy`)
+        do. Raises ``ValueError`` unless it holds one finite value ``>= 0`` per layer.
+        """
+        ms = np.asarray(weight_mean_square, dtype=np.float64)
+        if ms.shape != self.layer_sizes.shape or not np.all(np.isfinite(ms) & (ms >= 0)):
+            raise ValueError(f"weight_mean_square must hold {self.layer_sizes.size} finite values >= 0, got {ms}")
+        self.weight_mean_square = ms
 
     # --------------------------------------------------------------------- plan
     @property

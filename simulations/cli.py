@@ -18,7 +18,8 @@ def _theory(args: argparse.Namespace) -> int:
 #: RunConfig keys the harness sets itself, so ``flrd simulate`` has no flag for them.
 HARNESS_KEYS = {"policy": "--policies", "seed": "--seeds", "fraction-train": "--clients/--per-round",
                 "min-train-nodes": "--per-round", "fraction-evaluate": "(none: central evaluation)",
-                "fixed-lambda": "--policies fixed-lambda=L", "audit": "--no-audit",
+                "fixed-lambda": "--policies fixed-lambda=L",
+                "noise-fraction": "--policies trust-region=F", "audit": "--no-audit",
                 "central-eval": "(always on)", "state-dir": "(none)"}
 _ALIASES = {"num-server-rounds": ["--rounds"], "dirichlet-alpha": ["--alpha"]}
 
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--per-round", type=int, default=10, help="clients sampled per round (default 10)")
     sim.add_argument("--policies", nargs="+", default=list(DEFAULT_POLICIES),
                      help="rate-aware, waterfilling, float32, signsgd, signsgd-mv, terngrad, m22=BITS, qsgd=BITS, "
-                          "topk-ef=BITS, fixed-lambda=LAMBDA (default: %(default)s)")
+                          "topk-ef=BITS, fixed-lambda=LAMBDA, trust-region=FRACTION (default: %(default)s)")
     sim.add_argument("--lambda-grid", type=float, nargs="*", default=[],
                      help="also run fixed-lambda at each value (Fig. 8)")
     sim.add_argument("--seeds", type=int, nargs="+", default=[0])

@@ -7,12 +7,15 @@ from pathlib import Path
 
 from flrd.config import RunConfig
 
+_VALUE_FIELDS = {"fixed-lambda": "fixed_lambda", "trust-region": "noise_fraction"}  # others: bits
+
 DEFAULT_POLICIES = ("rate-aware", "float32", "signsgd", "m22=2", "qsgd=4", "topk-ef=0.5")
 
 
 @dataclass(frozen=True)
 class PolicySpec:
-    """A policy name with its optional value: ``fixed-lambda=2`` (lambda) or ``m22=3`` (bits).
+    """A policy name with its optional value: ``fixed-lambda=2`` (lambda),
+    ``trust-region=0.02`` (noise fraction) or ``m22=3`` (bits).
 
     Examples
     --------
@@ -37,7 +40,7 @@ class PolicySpec:
         """``base`` with this policy, its value (lambda or bits) and ``seed``."""
         changes: dict[str, object] = {"policy": self.name, "seed": seed}
         if self.value is not None:
-            changes["fixed_lambda" if self.name == "fixed-lambda" else "bits"] = self.value
+            changes[_VALUE_FIELDS.get(self.name, "bits")] = self.value
         return base.replace(**changes)
 
 

@@ -58,7 +58,7 @@ def _figures(out: Path, rounds, layers, specs, points, settings: Settings, table
     if len(points) >= 2:
         adaptive = {str(line["policy"]): float(line["bits_to_target"]) for line in table  # type: ignore[arg-type]
                     if not str(line["policy"]).startswith("fixed-lambda=")
-                    and str(line["policy"]).startswith(("rate-aware", "waterfilling"))}
+                    and str(line["policy"]).startswith(("rate-aware", "waterfilling", "trust-region"))}
         figures.lambda_figure(points, out / "fig8_lambda.png", adaptive)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from flrd.policy import FixedLambdaPolicy, RatePolicy
+from flrd.trust_region import TrustRegionPolicy
 
 from .rate_aware import RateAwareFedAvg
 from .waterfilling import WaterfillingFedAvg
@@ -30,6 +31,8 @@ class Baseline:
         error_feedback: clients keep their compression error for the next round.
         majority_vote: the server combines signs by majority instead of averaging.
         fixed_lambda: the distortion is ``lambda`` times the error-free one every round.
+        trust_region: the distortion is a fixed fraction of the initial model's power
+            (:class:`~flrd.trust_region.TrustRegionPolicy`).
         per_client: per-client targets by water-filling (:class:`WaterfillingFedAvg`).
     """
 
@@ -38,6 +41,7 @@ class Baseline:
     error_feedback: bool = False
     majority_vote: bool = False
     fixed_lambda: bool = False
+    trust_region: bool = False
     per_client: bool = False
 
 
@@ -45,6 +49,7 @@ BASELINES: dict[str, Baseline] = {
     "rate-aware": Baseline("dithered"),
     "waterfilling": Baseline("dithered", per_client=True),
     "fixed-lambda": Baseline("dithered", fixed_lambda=True),
+    "trust-region": Baseline("dithered", trust_region=True),
     "float32": Baseline("float32"),
     "m22": Baseline("m22", fixed_rate=True),
     "signsgd": Baseline("sign"),
@@ -56,7 +61,8 @@ BASELINES: dict[str, Baseline] = {
 
 
 def build_strategy(name: str, layer_sizes: Sequence[int], *, bits: float = 2.0,
-                   fixed_lambda: float = 1.0, policy_params: Mapping[str, float] | None = None,
+                   fixed_lambda: float = 1.0, noise_fraction: float = 0.02,
+                   policy_params: Mapping[str, float] | None = None,
                    **strategy_kwargs: object) -> RateAwareFedAvg:
     """A :class:`RateAwareFedAvg` configured as baseline ``name``.
 
@@ -71,6 +77,8 @@ def build_strategy(name: str, layer_sizes: Sequence[int], *, bits: float = 2.0,
     if baseline.fixed_lambda:
         params.pop("lambda_cap", None)  # the fixed lambda sets the cap
         policy: RatePolicy = FixedLambdaPolicy(layer_sizes, fixed_lambda=fixed_lambda, **params)
+    elif baseline.trust_region:
+        policy = TrustRegionPolicy(layer_sizes, noise_fraction=noise_fraction, **params)
     else:
         policy = RatePolicy(layer_sizes, **params)
     strategy_class = WaterfillingFedAvg if baseline.per_client else RateAwareFedAvg

@@ -321,6 +321,8 @@ class RateControl:
     # ---------------------------------------------------------------- helpers
     def _plan(self, server_round: int, global_arrays: Arrays, node_ids: list[int]) -> SentRound:
         assert self.policy is not None
+        self.policy.observe_model([float(np.mean(np.square(a, dtype=np.float64))) if a.size else 0.0
+                                   for a in global_arrays.values()])
         plan = self.policy.plan(num_clients=len(node_ids))
         shared = None if self.bits is not None else self.noise_targets(server_round, plan)
         targets: dict[int, np.ndarray | None] = (

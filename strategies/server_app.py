@@ -43,6 +43,7 @@ def build_strategy_from_config(config: RunConfig, layer_sizes: list[int]) -> Rat
     """The strategy a run config asks for (policy, its knobs, sampling)."""
     return build_strategy(
         config.policy, layer_sizes, bits=config.bits, fixed_lambda=config.fixed_lambda,
+        noise_fraction=config.noise_fraction,
         policy_params={"lambda_cap": config.lambda_cap, "beta": config.beta,
                        "initial_distance": config.initial_distance,
                        "target_accuracy_eps": config.target_accuracy_eps,
