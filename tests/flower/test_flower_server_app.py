@@ -50,3 +50,20 @@ def test_run_config_selects_the_baseline(capsys):
     # 3 bits/coordinate, plus the message's framing and per-layer statistics (< 64 B)
     assert 2 * 2.5 * 199_210 < row["bits"] <= 2 * (3 * 199_210 + 8 * 64)
 
+
+
+def test_trust_region_keeps_its_reference_model_across_a_restart(tmp_path):
+    from flrd.models import build_model
+
+    config = {**RUN_CONFIG, "policy": "trust-region", "state-dir": str(tmp_path)}
+    first = InProcessGrid(client_app, 2, run_config=config)
+    _run(first, config)
+    initial = [float(np.mean(t.double().numpy() ** 2)) for t in build_model("mlp", seed=0).state_dict().values()]
+    np.testing.assert_allclose(load_state(tmp_path)[1]["policy.reference_mean_square"], initial, rtol=1e-12)
+    request = CompressionRequest.from_config(first.sent[0].content["config"])
+    assert request.relative_noise is None and all(v > 0 for v in request.noise_var)  # no warm-up
+
+    grid = InProcessGrid(client_app, 2, run_config=config)
+    _run(grid, config)  # restarted on the trained model: the reference stays the first one
+    np.testing.assert_allclose(load_state(tmp_path)[1]["policy.reference_mean_square"], initial, rtol=1e-12)
+    assert load_state(tmp_path)[1]["rounds-completed"] == 2

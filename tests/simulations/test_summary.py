@@ -71,6 +71,13 @@ def test_figures_are_written(tmp_path):
 def test_settings_validate_and_policy_specs_parse():
     assert PolicySpec.parse("fixed-lambda=2").label == "fixed-lambda=2"
     assert PolicySpec.parse("rate-aware").value is None
+    base = Settings().app_config()
+    trust = PolicySpec.parse("trust-region=0.05").run_config(base, seed=3)
+    assert (trust.policy, trust.noise_fraction, trust.seed) == ("trust-region", 0.05, 3)
+    assert PolicySpec.parse("fixed-lambda=8").run_config(base, seed=0).fixed_lambda == 8.0
+    assert PolicySpec.parse("m22=3").run_config(base, seed=0).bits == 3.0
+    with pytest.raises(ValueError, match="'noise-fraction' must be <= 1"):
+        PolicySpec.parse("trust-region=2").run_config(base, seed=0)
     with pytest.raises(ValueError, match="clients_per_round must be in 2..num_clients=5"):
         Settings(num_clients=5, clients_per_round=6)
 
