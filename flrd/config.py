@@ -66,7 +66,7 @@ class RunConfig:
     fixed_lambda: float = field(default=256.0, metadata=_key(
         "lambda of the fixed-lambda policy (quantization / gradient noise)", low=0))
     noise_fraction: float = field(default=0.02, metadata=_key(
-        "per-round distortion of the trust-region policy, as a fraction of the initial model's mean square",
+        "smallest per-round distortion of the trust-region policy, as a fraction of the first model's mean square",
         low=0, high=1, strict_low=True))
     lambda_cap: float = field(default=16.0, metadata=_key(
         "largest lambda the rate-aware rule may choose", low=0, high=1e12, strict_low=True))

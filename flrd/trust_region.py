@@ -61,7 +61,8 @@ _REFERENCE = "reference_mean_square"
 
 
 class TrustRegionPolicy(RatePolicy):
-    """Distortion ``D_l = noise_fraction * ms_l`` per round (see the module docstring).
+    """Distortion ``D_l = f_t * ms_l`` per round, ``f_t`` between ``noise_fraction`` and
+    ``first_round_fraction`` (see the module docstring).
 
     Parameters
     ----------

@@ -37,7 +37,7 @@ class PolicySpec:
         return self.name if self.value is None else f"{self.name}={self.value:g}"
 
     def run_config(self, base: RunConfig, seed: int) -> RunConfig:
-        """``base`` with this policy, its value (lambda or bits) and ``seed``."""
+        """``base`` with this policy, its value (lambda, noise fraction or bits) and ``seed``."""
         changes: dict[str, object] = {"policy": self.name, "seed": seed}
         if self.value is not None:
             changes[_VALUE_FIELDS.get(self.name, "bits")] = self.value
