@@ -250,9 +250,13 @@ class RatePolicy:
             return
         self.stalled_rounds += 1
         if self.stalled_rounds >= self.patience:
-            floor_scale = min(self.min_lambda_cap / self.lambda_cap, 1.0)
-            self.cap_scale = max(self.cap_scale * self.backoff, floor_scale)
+            self.cap_scale = max(self.cap_scale * self.backoff, self.backoff_floor())
             self.stalled_rounds = 0
+
+    def backoff_floor(self) -> float:
+        """Smallest ``cap_scale`` the loss back-off reaches: the cap never backs off
+        below ``min_lambda_cap``. Override to bound another rule's back-off."""
+        return min(self.min_lambda_cap / self.lambda_cap, 1.0)
 
     def observe_model(self, weight_mean_square: ArrayLike) -> None:
         """Note the global model's per-layer mean square ``mean(w_l**2)`` before a round.

@@ -105,10 +105,9 @@ class TrustRegionPolicy(RatePolicy):
         super().__init__(layer_sizes, **kwargs)
         self.reference_mean_square: NDArray[np.float64] | None = None
 
-    def observe(self, *args: Any, **kwargs: Any) -> None:
-        """:meth:`RatePolicy.observe`, with the back-off kept above ``min_backoff_scale``."""
-        super().observe(*args, **kwargs)
-        self.cap_scale = max(self.cap_scale, self.min_backoff_scale)
+    def backoff_floor(self) -> float:
+        """The loss back-off stops at ``min_backoff_scale``."""
+        return self.min_backoff_scale
 
     def observe_model(self, weight_mean_square: ArrayLike) -> None:
         """:meth:`RatePolicy.observe_model`; the first model observed becomes the reference."""
