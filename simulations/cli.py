@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--clients", type=int, default=100, help="virtual SuperNodes (default 100)")
     sim.add_argument("--per-round", type=int, default=10, help="clients sampled per round (default 10)")
     sim.add_argument("--policies", nargs="+", default=list(DEFAULT_POLICIES),
-                     help="rate-aware, waterfilling, float32, signsgd, signsgd-mv, terngrad, m22=BITS, qsgd=BITS, "
-                          "topk-ef=BITS, fixed-lambda=LAMBDA, trust-region=FRACTION (default: %(default)s)")
+                     help="trust-region=FRACTION, rate-aware, waterfilling, float32, signsgd, signsgd-mv, terngrad, "
+                          "m22=BITS, qsgd=BITS, topk-ef=BITS, topk-ef-global=BITS, fixed-lambda=LAMBDA "
+                          "(default: %(default)s)")
     sim.add_argument("--lambda-grid", type=float, nargs="*", default=[],
                      help="also run fixed-lambda at each value (Fig. 8)")
     sim.add_argument("--seeds", type=int, nargs="+", default=[0])

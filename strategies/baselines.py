@@ -57,11 +57,12 @@ BASELINES: dict[str, Baseline] = {
     "qsgd": Baseline("qsgd", fixed_rate=True),
     "terngrad": Baseline("terngrad"),
     "topk-ef": Baseline("topk", fixed_rate=True, error_feedback=True),
+    "topk-ef-global": Baseline("topk-global", fixed_rate=True, error_feedback=True),
 }
 
 
 def build_strategy(name: str, layer_sizes: Sequence[int], *, bits: float = 2.0,
-                   fixed_lambda: float = 1.0, noise_fraction: float = 0.02,
+                   fixed_lambda: float = 1.0, noise_fraction: float = 0.03,
                    policy_params: Mapping[str, float] | None = None,
                    **strategy_kwargs: object) -> RateAwareFedAvg:
     """A :class:`RateAwareFedAvg` configured as baseline ``name``.

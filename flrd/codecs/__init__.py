@@ -27,7 +27,7 @@ from .qsgd import QSGDCodec
 from .raw import Float32Codec
 from .registry import CODECS, codec_class, decode, get
 from .sign import SignCodec, majority_vote
-from .sparse import RandKCodec, TopKCodec
+from .sparse import GlobalTopKCodec, RandKCodec, TopKCodec
 from .terngrad import TernGradCodec
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "DitheredCodec",
     "ErrorFeedback",
     "Float32Codec",
+    "GlobalTopKCodec",
     "M22Codec",
     "NaturalCodec",
     "QSGDCodec",

@@ -150,6 +150,14 @@ class Codec(abc.ABC):
         per coordinate (header included), the most accurate not exceeding it where
         the rate can be chosen."""
 
+    @classmethod
+    def for_bits_jointly(cls, bits_per_coord: float, arrays: Sequence[Any], **params: Any) -> list[Self]:
+        """One codec per array such that the arrays *together* use about
+        ``bits_per_coord`` bits per coordinate. By default each array gets
+        :meth:`for_bits` on its own; a codec that allocates across layers (global
+        top-k) overrides this."""
+        return [cls.for_bits(bits_per_coord, array, **params) for array in arrays]
+
 
 class FixedRateCodec(Codec, abc.ABC):
     """A codec with no rate knob: every noise or bit target gets its one setting."""

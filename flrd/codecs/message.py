@@ -204,14 +204,19 @@ def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
     raise CodecError("length varint longer than 64 bits")
 
 
-def _baseline_codec(request: CompressionRequest, index: int, g: np.ndarray) -> Codec:
-    if request.noise_var is not None:
-        return codec_class(request.codec).for_noise_var(request.noise_var[index], g)
-    if request.relative_noise is not None:
-        return codec_class(request.codec).for_noise_var(request.relative_noise * float(rms(g.reshape(-1))) ** 2, g)
+def _baseline_codecs(request: CompressionRequest, layers: Mapping[int, np.ndarray]) -> dict[int, Codec]:
+    """The codec of every baseline layer; a rate target is met by the layers together."""
+    cls = codec_class(request.codec) if layers else None
+    if cls is None:
+        return {}
     if request.bits is not None:
-        return codec_class(request.codec).for_bits(request.bits, g)
-    return get(request.codec)
+        return dict(zip(layers, cls.for_bits_jointly(request.bits, list(layers.values()))))
+    if request.noise_var is not None:
+        return {i: cls.for_noise_var(request.noise_var[i], g) for i, g in layers.items()}
+    if request.relative_noise is not None:
+        return {i: cls.for_noise_var(request.relative_noise * float(rms(g.reshape(-1))) ** 2, g)
+                for i, g in layers.items()}
+    return {i: get(request.codec) for i in layers}
 
 
 def encode_update(update: Mapping[str, Any], request: CompressionRequest, *, node_id: int,
@@ -227,6 +232,8 @@ def encode_update(update: Mapping[str, Any], request: CompressionRequest, *, nod
         raise ValueError(f"{len(request.noise_var)} noise targets for {len(names)} layers")
     kinds = [_kind(request, i) for i in range(len(names))]
     stats = [_stats(n, update[n]) for n in names]
+    baseline = {i: _numpy(update[n]) for i, n in enumerate(names) if kinds[i] == _BASELINE}
+    codecs = _baseline_codecs(request, baseline)
     dithered = [i for i, k in enumerate(kinds) if k == _DITHERED]
     largest = max(dithered, key=lambda i: _numel(update[names[i]]), default=None)
     family = stats[largest][1] if largest is not None else 0
@@ -245,8 +252,8 @@ def encode_update(update: Mapping[str, Any], request: CompressionRequest, *, nod
             if recon is not None:
                 recon[name] = exact.astype(np.float64)
         elif kinds[i] == _BASELINE:
-            g = _numpy(values)
-            payload, rec = _baseline_codec(request, i, g).encode_reconstruct(g, seed=key)
+            g = baseline[i]
+            payload, rec = codecs[i].encode_reconstruct(g, seed=key)
             qnoise = float(np.mean((rec.astype(np.float64) - g) ** 2)) if g.size else 0.0
             stat_part += abs_bytes(round_to_grid(ABS_GRID, m2, stat_uniform(key)))
             stat_part += abs_bytes(round_to_grid(ABS_GRID, qnoise, stat_uniform(key ^ 1)))

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .base import Body, Codec, expect_body, expect_params, int_param, register
 from .errors import CodecError
@@ -139,6 +141,53 @@ class TopKCodec(_Sparse):
 
     def _payload_bytes(self, n: int, k: int) -> int:
         return _HEADER_BYTES + elias_fano_size(n, k) + k * self._itemsize
+
+
+@register
+@dataclass(frozen=True)
+class GlobalTopKCodec(TopKCodec):
+    """Top-k over the whole update, as the M22 authors' code sparsifies: the ``k``
+    largest magnitudes of all layers together, each layer coded as :class:`TopKCodec`
+    with its share (at least one entry, so that every layer's scale travels).
+
+    :meth:`for_bits_jointly` finds the largest global ``k`` whose payloads fit the
+    budget; a lone array (:meth:`for_bits`) is plain top-k.
+
+    Example:
+        >>> import numpy as np
+        >>> big, small = np.arange(1.0, 1001.0), np.full(1000, 0.5)
+        >>> [c.k for c in GlobalTopKCodec.for_bits_jointly(1.0, [big, small])]
+        [16, 1]
+    """
+
+    name: ClassVar[str] = "topk-global"
+    codec_id: ClassVar[int] = 10
+
+    @classmethod
+    def for_bits_jointly(cls, bits_per_coord: float, arrays: Sequence[Any], **params: Any) -> list[Self]:
+        if not bits_per_coord > 0:
+            raise ValueError(f"bits_per_coord must be > 0, got {bits_per_coord}")
+        flats = [as_float_array(a).reshape(-1) for a in arrays]
+        sizes = np.array([f.size for f in flats], dtype=np.int64)
+        if not flats or sizes.sum() == 0:
+            return [cls(k=1, **params) for _ in flats]
+        probe = cls(**params)
+        # Layer labels in descending global magnitude order (stable: ties by layer, position).
+        mags = np.concatenate([np.abs(f.astype(np.float64)) for f in flats])
+        labels = np.repeat(np.arange(len(flats)), sizes)[np.argsort(-mags, kind="stable")]
+        budget = bits_per_coord * float(sizes.sum())
+
+        def counts(total: int) -> NDArray[np.int64]:
+            return np.maximum(np.bincount(labels[:total], minlength=len(flats)), 1)
+
+        def fits(total: int) -> bool:
+            return 8 * sum(probe._payload_bytes(int(n), int(k)) for n, k in zip(sizes, counts(total))) <= budget
+
+        lo, hi = 0, int(sizes.sum())
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        return [cls(k=int(k), **params) for k in counts(lo)]
 
 
 @register

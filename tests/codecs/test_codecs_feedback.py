@@ -10,7 +10,7 @@ STEPS = [RNG.standard_normal((8, 16)).astype(np.float32) for _ in range(6)]
 
 
 def make(name):
-    if name in ("dithered", "m22", "qsgd", "topk", "randk"):
+    if name in ("dithered", "m22", "qsgd", "topk", "topk-global", "randk"):
         return codec_class(name).for_bits(2.0, STEPS[0])
     return get(name)
 

@@ -14,7 +14,7 @@ from flrd.codecs.raw import Float32Codec
 
 def test_every_codec_is_registered_once_by_name_and_id():
     assert set(CODECS) == {"float32", "dithered", "m22", "sign", "qsgd", "terngrad", "topk",
-                           "randk", "natural"}
+                           "topk-global", "randk", "natural"}
     assert {cls.codec_id: cls for cls in CODECS.values()} == CODECS_BY_ID
 
 

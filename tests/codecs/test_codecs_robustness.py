@@ -30,6 +30,7 @@ SAMPLES = {
     "qsgd": [get("qsgd", levels=6).encode(X, seed=1)],
     "terngrad": [get("terngrad").encode(X, seed=2)],
     "topk": [get("topk", k=9, value_dtype="float16").encode(X)],
+    "topk-global": [get("topk-global", k=5).encode(X)],
     "randk": [get("randk", k=9).encode(X, seed=4)],
     "natural": [get("natural").encode(X, seed=5), get("natural", entropy_coded=False).encode(X, seed=5)],
 }

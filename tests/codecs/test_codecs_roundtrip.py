@@ -30,7 +30,7 @@ INPUTS = {
 
 def make(name, x):
     cls = codec_class(name)
-    return cls.for_bits(6.0, x) if name in ("dithered", "m22", "qsgd", "topk", "randk") else cls()
+    return cls.for_bits(6.0, x) if name in ("dithered", "m22", "qsgd", "topk", "topk-global", "randk") else cls()
 
 
 def nmse(x, xh):
@@ -80,7 +80,8 @@ def test_lossless_cases(name, exact):
 
 def test_get_and_codec_class_and_unknown_names():
     assert isinstance(get("qsgd", levels=3), codec_class("qsgd"))
-    assert set(CODECS) == {"float32", "dithered", "m22", "sign", "qsgd", "terngrad", "topk", "randk", "natural"}
+    assert set(CODECS) == {"float32", "dithered", "m22", "sign", "qsgd", "terngrad", "topk", "topk-global", "randk",
+                           "natural"}
     with pytest.raises(ValueError, match="unknown codec 'zip'"):
         get("zip")
 

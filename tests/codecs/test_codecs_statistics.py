@@ -16,6 +16,7 @@ CONFIGS = {
     "qsgd": {"levels": 16},
     "terngrad": {"clip_sigmas": 0.0},
     "topk": {"fraction": 0.05},
+    "topk-global": {"fraction": 0.05},
     "randk": {"fraction": 0.25, "value_dtype": "float16"},
     "natural": {},
 }
@@ -56,7 +57,7 @@ def test_expected_noise_var_matches_measurement(name):
         assert measured == pytest.approx(predicted, rel=1e-6)
 
 
-TARGETS = {"dithered": "noise_var", "m22": "bits", "qsgd": "levels", "topk": "k", "randk": "k"}
+TARGETS = {"dithered": "noise_var", "m22": "bits", "qsgd": "levels", "topk": "k", "topk-global": "k", "randk": "k"}
 
 
 @pytest.mark.parametrize("name", list(TARGETS))
