@@ -28,7 +28,7 @@ __all__ = ["POLICIES", "RunConfig", "config_keys", "markdown_table"]
 
 #: Policies selectable by ``policy`` (see ``flrd.strategies.BASELINES``).
 POLICIES = ("rate-aware", "waterfilling", "fixed-lambda", "trust-region", "float32", "m22", "signsgd",
-            "signsgd-mv", "qsgd", "terngrad", "topk-ef")
+            "signsgd-mv", "qsgd", "terngrad", "topk-ef", "topk-ef-global")
 MODELS = ("mlp", "cnn")
 PARTITIONS = ("iid", "dirichlet", "shards")
 
@@ -47,8 +47,9 @@ class RunConfig:
     """
 
     num_server_rounds: int = field(default=25, metadata=_key("server rounds", low=1))
-    policy: str = field(default="rate-aware", metadata=_key(
-        "compression policy: the rate-aware rule or a baseline", choices=POLICIES))
+    policy: str = field(default="trust-region", metadata=_key(
+        "compression policy: the trust-region rule, the Corollary-3 rule (rate-aware) or a baseline",
+        choices=POLICIES))
     model: str = field(default="mlp", metadata=_key("model to train", choices=MODELS))
     seed: int = field(default=0, metadata=_key("seed of the model, partitions, sampling and codecs", low=0))
     round_timeout: float = field(default=600.0, metadata=_key(
@@ -61,11 +62,11 @@ class RunConfig:
     fraction_evaluate: float = field(default=0.1, metadata=_key(
         "fraction of nodes asked for federated evaluation (0: none)", low=0, high=1))
     bits: float = field(default=2.0, metadata=_key(
-        "bits per coordinate of the fixed-rate baselines (m22, qsgd, topk-ef)",
+        "bits per coordinate of the fixed-rate baselines (m22, qsgd, topk-ef, topk-ef-global)",
         low=0, high=32, strict_low=True))
     fixed_lambda: float = field(default=256.0, metadata=_key(
         "lambda of the fixed-lambda policy (quantization / gradient noise)", low=0))
-    noise_fraction: float = field(default=0.02, metadata=_key(
+    noise_fraction: float = field(default=0.03, metadata=_key(
         "smallest per-round distortion of the trust-region policy, as a fraction of the first model's mean square",
         low=0, high=1, strict_low=True))
     lambda_cap: float = field(default=16.0, metadata=_key(

@@ -9,7 +9,7 @@ from flrd.config import RunConfig
 
 _VALUE_FIELDS = {"fixed-lambda": "fixed_lambda", "trust-region": "noise_fraction"}  # others: bits
 
-DEFAULT_POLICIES = ("rate-aware", "float32", "signsgd", "m22=2", "qsgd=4", "topk-ef=0.5")
+DEFAULT_POLICIES = ("trust-region", "rate-aware", "float32", "signsgd", "m22=2", "qsgd=4", "topk-ef=0.5")
 
 
 @dataclass(frozen=True)

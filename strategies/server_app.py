@@ -1,4 +1,4 @@
-"""The reference ServerApp (MNIST, rate-aware compressed uplink), built in one place.
+"""The reference ServerApp (MNIST, rate-controlled compressed uplink), built in one place.
 
 ``flwr run .`` uses :data:`app`; the ``flrd simulate`` harness builds its ServerApp with
 :func:`build_server_app` too, adding only a result sink and a progress bar. Run config

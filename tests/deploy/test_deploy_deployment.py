@@ -73,7 +73,7 @@ def assert_report(logs: str) -> None:
     assert [row["round"] for row in rows] == [1, 2], logs[-3000:]
     for row in rows:
         assert row["used"] == row["sent"] == NUM_NODES
-        assert row["bits"] > 0 and row["R_sum"] > row["R_ind"] > 1  # realized bits above both bounds
+        assert row["bits"] > 0 and row["R_sum"] >= row["R_ind"] > 1  # realized bits above both bounds (R_sum <= R_ind)
 
 
 @pytest.mark.slow

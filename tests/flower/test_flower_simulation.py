@@ -24,4 +24,4 @@ def test_run_simulation_with_the_real_apps(capfd, tmp_path):
     for row in rows:
         assert row["used"] == row["sent"] == 3  # every sampled client's update was used
         assert 0 < row["bits"] < 3 * 32 * MLP_PARAMS  # below float32
-        assert row["R_ind"] > 1 and row["R_sum"] > row["R_ind"]  # realized bits above both bounds
+        assert row["R_ind"] > 1 and row["R_sum"] >= row["R_ind"]  # realized bits above both bounds (R_sum <= R_ind)
