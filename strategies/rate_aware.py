@@ -22,7 +22,8 @@ __all__ = ["RateAwareFedAvg"]
 class RateAwareFedAvg(RateControl, FedAvg):
     """FedAvg with compressed uplink at the distortion chosen by a rate policy.
 
-    Each round the policy (Corollary 3 of the seed paper, on live estimates of the
+    Each round the policy (by default the trust-region rule of docs/THEORY.md §17;
+    ``RatePolicy`` for Corollary 3 of the seed paper; both on live estimates of the
     global-gradient variance ``sx2`` and gradient-noise variance ``s2``) picks the
     distortion; clients running ``compression_mod`` add the matching quantization
     noise; the strategy decodes, checks and averages the updates (inverse-variance

@@ -48,6 +48,7 @@ from flrd.codecs.base import FixedRateCodec
 from flrd.policy import RatePolicy, RoundPlan
 from flrd.protocol import AUDIT_RECORD, METRICS_RECORD, CompressionRequest
 from flrd.state_file import require_int
+from flrd.trust_region import TrustRegionPolicy
 
 from .aggregation import (
     Arrays,
@@ -106,7 +107,8 @@ class RateControl:
     ----------
     policy : RatePolicy, optional
         The distortion rule's state. Built by :meth:`make_policy` from the model's
-        layer sizes in the first round when not given.
+        layer sizes in the first round when not given (the trust-region rule;
+        ``RatePolicy`` is Corollary 3).
     codec : str (default: "dithered")
         ``flrd.codecs`` name the clients encode with.
     bits : float, optional
@@ -171,8 +173,10 @@ class RateControl:
 
     # ------------------------------------------------------------------ hooks
     def make_policy(self, layer_sizes: list[int]) -> RatePolicy:
-        """The policy used when none was given (called once, in the first round)."""
-        return RatePolicy(layer_sizes)
+        """The policy used when none was given (called once, in the first round): the
+        trust-region rule (docs/THEORY.md §17), which needs no warm-up round. Pass
+        ``policy=RatePolicy(layer_sizes)`` for Corollary 3."""
+        return TrustRegionPolicy(layer_sizes)
 
     def noise_targets(self, server_round: int, plan: RoundPlan) -> np.ndarray | None:
         """The distortion rule: per-layer quantization-noise variance every client adds.

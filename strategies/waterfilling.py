@@ -18,7 +18,7 @@ import numpy as np
 from flwr.app import MetricRecord
 
 from flrd import theory
-from flrd.policy import RoundPlan
+from flrd.policy import RatePolicy, RoundPlan
 from flrd.protocol import LINK_KEY, METRICS_RECORD, CompressionRequest
 from flrd.state_file import require_float_list, require_int
 
@@ -64,6 +64,11 @@ class WaterfillingFedAvg(RateAwareFedAvg):
         self.noise_floor = float(theory.checks.positive("noise_floor", noise_floor))
         self.client_m2: dict[int, np.ndarray] = {}
         self.node_keys: dict[int, int] = {}
+
+    def make_policy(self, layer_sizes: list[int]) -> RatePolicy:
+        """Corollary 3 (:class:`~flrd.policy.RatePolicy`): the water-filling splits the
+        round's distortion of the rate-distortion rule, which the per-client bounds price."""
+        return RatePolicy(layer_sizes)
 
     def client_noise(self, node_ids: Sequence[int]) -> np.ndarray:
         """``s2_k,l`` ``(K, L)`` for the sampled nodes, from their last reports."""

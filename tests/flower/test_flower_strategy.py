@@ -28,6 +28,7 @@ from flrd.strategies import (
     build_strategy,
 )
 from flrd.strategies.decoding import ClientUpdate, SentRound
+from flrd.trust_region import TrustRegionPolicy
 
 NO_EVAL = {"fraction_evaluate": 0.0}
 
@@ -74,13 +75,23 @@ def test_report_and_reply_bits_equal_what_flower_counts():
 
 
 def test_rounds_follow_the_policy_and_report_bounds():
-    result = RateAwareFedAvg(**NO_EVAL).start(_grid(), initial_arrays(), num_rounds=3)
+    sizes = [a.size for a in initial_arrays().to_numpy_ndarrays()]
+    result = RateAwareFedAvg(policy=RatePolicy(sizes), **NO_EVAL).start(_grid(), initial_arrays(), num_rounds=3)
     first, third = result.train_metrics_clientapp[1], result.train_metrics_clientapp[3]
     assert first["flrd.warmup"] == 1 and "flrd.planned-r-sum-bits" not in first
     assert third["flrd.warmup"] == 0
     assert 0 < third["flrd.planned-r-sum-bits"] < third["flrd.planned-r-ind-bits"]
     assert 0 < third["flrd.planned-lambda"] <= 4.0
     assert len(third["flrd.sx2"]) == len(third["flrd.s2"]) == 2
+
+
+def test_the_default_policy_is_the_trust_region_rule_without_a_warm_up():
+    grid = _grid()
+    strategy = RateAwareFedAvg(**NO_EVAL)
+    result = strategy.start(grid, initial_arrays(), num_rounds=2)
+    assert isinstance(strategy.policy, TrustRegionPolicy)
+    assert result.train_metrics_clientapp[1]["flrd.warmup"] == 0
+    assert all(r.relative_noise is None and r.noise_var is not None for r in _requests(grid))
 
 
 class HalfNoiseFedAvg(RateAwareFedAvg):
