@@ -1,4 +1,4 @@
-"""Top-k and Rand-k sparsification.
+"""Top-k (per layer, or over the whole update) and Rand-k sparsification.
 
 Kept values are sent as float16 or float32 after division by a power of two
 just above their largest magnitude (a float64 header scale), so huge and tiny
