@@ -75,9 +75,14 @@ def fuzz(cases: int, seed: int = 0) -> dict[str, float]:
     """Run ``cases`` hostile replies through aggregate_train; return the worst costs."""
     from rounds import HOSTILE_NODE, Round, context_of
 
+    from flrd.policy import RatePolicy
     from flrd.strategies import RateAwareFedAvg
 
-    run = Round(RateAwareFedAvg(fraction_evaluate=0.0), num_nodes=6)
+    class Corollary3FedAvg(RateAwareFedAvg):  # the rule docs/threat-model.md's figures ran under
+        def make_policy(self, layer_sizes):
+            return RatePolicy(layer_sizes)
+
+    run = Round(Corollary3FedAvg(fraction_evaluate=0.0), num_nodes=6)
     run.run(1), run.run(2)
     messages = list(run.strategy.configure_train(3, run.arrays, _config(), run.grid))
     replies = run.grid.send_and_receive(messages)
@@ -231,7 +236,7 @@ def _worst_plan_ratio(a, b) -> str:
     what the estimates move in the end (near-zero estimates make huge ratios that no
     plan follows)."""
     ratios = {r: max(x / y, y / x) for r, m in a.train_metrics_clientapp.items()
-              if (base := b.train_metrics_clientapp.get(r)) is not None
+              if r >= 2 and (base := b.train_metrics_clientapp.get(r)) is not None
               and (x := float(m.get("flrd.planned-distortion", np.nan))) > 0
               and (y := float(base.get("flrd.planned-distortion", np.nan))) > 0}
     if not ratios:

@@ -1,8 +1,9 @@
 """Every hostile reply kind is left out, named and counted; the honest aggregate is unchanged.
 
 Each case runs the real round flow (``configure_train`` -> in-process clients with
-``compression_mod`` -> ``aggregate_train``) of RateAwareFedAvg and of CompressedStrategy
-around Flower's FedAvg, in a warm-up round (relative noise targets) and in a round with
+``compression_mod`` -> ``aggregate_train``) of RateAwareFedAvg under Corollary 3's rule
+and of CompressedStrategy around Flower's FedAvg under the default trust-region rule, in
+the first round (Corollary 3: a warm-up with relative noise targets) and in a round with
 per-layer noise targets, and compares the aggregate with the same round without the
 hostile reply.
 """
@@ -16,6 +17,7 @@ import pytest
 from flwr.serverapp.strategy import FedAvg
 from rounds import HOSTILE_NODE, Round, assert_same_arrays
 
+from flrd.policy import RatePolicy
 from flrd.strategies import CompressedStrategy, RateAwareFedAvg
 
 KIND_OF = {"list_loss": "metrics", "nan_loss": "metrics", "negative_examples": "metrics",
@@ -24,8 +26,17 @@ KIND_OF = {"list_loss": "metrics", "nan_loss": "metrics", "negative_examples": "
            # warm-up: the noise is relative to the forged m2, so the decoded update is
            # as loud as the statistic says, and stands out from the round instead
            "forged_m2": ("payload", "outlier")}
+
+
+class Corollary3FedAvg(RateAwareFedAvg):
+    """Corollary 3's rule, whose first round is a warm-up (relative noise targets)."""
+
+    def make_policy(self, layer_sizes):
+        return RatePolicy(layer_sizes)
+
+
 STRATEGIES = {
-    "rate-aware": lambda: RateAwareFedAvg(fraction_evaluate=0.0),
+    "rate-aware": lambda: Corollary3FedAvg(fraction_evaluate=0.0),
     "compressed-fedavg": lambda: CompressedStrategy(FedAvg(fraction_evaluate=0.0)),
 }
 
@@ -49,7 +60,7 @@ def _prepared(strategy: str, targets: bool) -> Round:
     return copy.deepcopy(_PREPARED[strategy, targets])
 
 
-@pytest.mark.parametrize("targets", [False, True], ids=["warm-up", "noise-targets"])
+@pytest.mark.parametrize("targets", [False, True], ids=["first-round", "noise-targets"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("kind", hostile.EXCLUDED.values(), ids=hostile.EXCLUDED.keys())
 def test_a_hostile_reply_is_left_out_named_and_counted(kind, strategy, targets, caplog):
