@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .trust_region import DEFAULT_NOISE_FRACTION
+
 __all__ = ["POLICIES", "RunConfig", "config_keys", "markdown_table"]
 
 #: Policies selectable by ``policy`` (see ``flrd.strategies.BASELINES``).
@@ -66,7 +68,7 @@ class RunConfig:
         low=0, high=32, strict_low=True))
     fixed_lambda: float = field(default=256.0, metadata=_key(
         "lambda of the fixed-lambda policy (quantization / gradient noise)", low=0))
-    noise_fraction: float = field(default=0.03, metadata=_key(
+    noise_fraction: float = field(default=DEFAULT_NOISE_FRACTION, metadata=_key(
         "smallest per-round distortion of the trust-region policy, as a fraction of the first model's mean square",
         low=0, high=1, strict_low=True))
     lambda_cap: float = field(default=16.0, metadata=_key(

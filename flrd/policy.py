@@ -1,4 +1,4 @@
-"""The rate-aware distortion rule behind flrd's strategy (pure; no Flower).
+"""Corollary 3's distortion rule (policy `rate-aware`) and the estimation every rule shares (pure; no Flower).
 
 Each round the server observes the clients' reports, refreshes smoothed per-layer
 estimates of ``sx2`` and ``s2`` (THEORY.md §8) and plans the next round: the total
@@ -358,7 +358,7 @@ class RatePolicy:
             raise StateError("(state)", f"must be a mapping, got {type(state).__name__}")
         unknown = sorted(set(state) - _STATE_FIELDS)
         if unknown:
-            raise StateError(unknown[0], "unknown field")
+            raise StateError(unknown[0], f"unknown field{_OTHER_POLICY}")
         L = self.layer_sizes.size
         sx2 = require_float_list(state, "sx2", lengths=(0, L), low=0.0)
         s2 = require_float_list(state, "s2", lengths=(sx2.size,), low=0.0)
@@ -376,6 +376,8 @@ class RatePolicy:
 
 _STATE_FIELDS = frozenset({"sx2", "s2", "cap_scale", "best_loss", "smoothed_loss", "stalled_rounds",
                            "rounds_observed"})
+_OTHER_POLICY = (" (a state saved by another policy, e.g. trust-region? resume with the policy that "
+                 "saved it, or start a new state directory)")
 
 
 class FixedLambdaPolicy(RatePolicy):

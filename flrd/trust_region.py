@@ -49,10 +49,14 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .policy import _FROZEN_LAYER_NOISE, RatePolicy, RoundPlan
-from .state_file import require_float_list
+from .state_file import StateError, require_float_list
 from .theory import checks
 
-__all__ = ["NOISE_FRACTION_MAX", "TrustRegionPolicy"]
+__all__ = ["DEFAULT_NOISE_FRACTION", "NOISE_FRACTION_MAX", "TrustRegionPolicy"]
+
+DEFAULT_NOISE_FRACTION = 0.03
+"""The default floor: over 3 seeds within 1.1x of the best constant lambda under IID
+clients and under Dirichlet(0.3) label skew (BENCHMARKS.md, "The lambda curve over seeds")."""
 
 NOISE_FRACTION_MAX = 1.0
 """Largest ``noise_fraction``: noise of the model's whole power every round erases it."""
@@ -92,9 +96,9 @@ class TrustRegionPolicy(RatePolicy):
         ``min_lambda_cap``, ``shrink_coordinates``).
     """
 
-    def __init__(self, layer_sizes: ArrayLike, *, noise_fraction: float = 0.03, first_round_fraction: float = 0.1,
-                 first_rounds: int = 2, signal_multiple: float = 300.0, min_backoff_scale: float = 0.25,
-                 **kwargs: Any) -> None:
+    def __init__(self, layer_sizes: ArrayLike, *, noise_fraction: float = DEFAULT_NOISE_FRACTION,
+                 first_round_fraction: float = 0.1, first_rounds: int = 2, signal_multiple: float = 300.0,
+                 min_backoff_scale: float = 0.25, **kwargs: Any) -> None:
         self.first_rounds = checks.integer("first_rounds", first_rounds, minimum=1)
         self.signal_multiple = float(checks.nonnegative("signal_multiple", signal_multiple))
         self.noise_fraction = float(checks.in_range("noise_fraction", noise_fraction, 0.0, NOISE_FRACTION_MAX,
@@ -161,6 +165,9 @@ class TrustRegionPolicy(RatePolicy):
 
     def load_state_dict(self, state: Mapping[str, object]) -> None:
         """Restore :meth:`state_dict` output, all or nothing (``StateError`` names the field)."""
+        if isinstance(state, Mapping) and _REFERENCE not in state:
+            raise StateError(_REFERENCE, "missing (a state saved by another policy, e.g. rate-aware? resume "
+                                         "with the policy that saved it, or start a new state directory)")
         ref = require_float_list(state, _REFERENCE, lengths=(0, self.layer_sizes.size), low=0.0)
         super().load_state_dict({k: v for k, v in state.items() if k != _REFERENCE})
         self.reference_mean_square = ref if ref.size else None

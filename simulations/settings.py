@@ -15,7 +15,7 @@ DEFAULT_POLICIES = ("trust-region", "rate-aware", "float32", "signsgd", "m22=2",
 @dataclass(frozen=True)
 class PolicySpec:
     """A policy name with its optional value: ``fixed-lambda=2`` (lambda),
-    ``trust-region=0.02`` (noise fraction) or ``m22=3`` (bits).
+    ``trust-region=0.03`` (noise fraction) or ``m22=3`` (bits).
 
     Examples
     --------

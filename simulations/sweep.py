@@ -52,7 +52,7 @@ def _figures(out: Path, rounds, layers, specs, points, settings: Settings, table
     labels = [s.label for s in specs]
     stats_policy = next((label for label in labels if label.startswith("rate-aware")), labels[0])
     figures.statistics_figure(rounds, layers, stats_policy, out / "fig6_statistics.png")
-    compressing = [label for label in labels if label != "float32"][:4] or labels[:1]
+    compressing = [label for label in labels if label != "float32"][:6] or labels[:1]
     figures.rates_figure(rounds, compressing, out / "fig7_rates.png")
     figures.accuracy_figure(rounds, settings.target_accuracy, out / "bits_to_accuracy.png")
     if len(points) >= 2:

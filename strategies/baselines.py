@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from flrd.policy import FixedLambdaPolicy, RatePolicy
-from flrd.trust_region import TrustRegionPolicy
+from flrd.trust_region import DEFAULT_NOISE_FRACTION, TrustRegionPolicy
 
 from .rate_aware import RateAwareFedAvg
 from .waterfilling import WaterfillingFedAvg
@@ -62,7 +62,7 @@ BASELINES: dict[str, Baseline] = {
 
 
 def build_strategy(name: str, layer_sizes: Sequence[int], *, bits: float = 2.0,
-                   fixed_lambda: float = 1.0, noise_fraction: float = 0.03,
+                   fixed_lambda: float = 1.0, noise_fraction: float = DEFAULT_NOISE_FRACTION,
                    policy_params: Mapping[str, float] | None = None,
                    **strategy_kwargs: object) -> RateAwareFedAvg:
     """A :class:`RateAwareFedAvg` configured as baseline ``name``.

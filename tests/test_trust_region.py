@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from test_policy import reports
 
+from flrd.policy import RatePolicy
 from flrd.state_file import StateError
 from flrd.trust_region import TrustRegionPolicy
 
@@ -97,6 +98,18 @@ def test_state_round_trip_keeps_the_reference_and_names_a_bad_field():
     missing = {k: v for k, v in policy.state_dict().items() if k != "reference_mean_square"}
     with pytest.raises(StateError, match="reference_mean_square"):
         TrustRegionPolicy([4000, 400]).load_state_dict(missing)
+
+
+def test_a_state_saved_by_the_other_rule_is_refused_with_the_way_out():
+    trust = TrustRegionPolicy([4000, 400], smoothing=1.0)
+    trust.observe_model([0.5, 2.0])
+    observed(trust, np.random.default_rng(4))
+    corollary3 = RatePolicy([4000, 400], smoothing=1.0)
+    observed(corollary3, np.random.default_rng(4))
+    with pytest.raises(StateError, match="another policy, e.g. rate-aware.*new state directory"):
+        TrustRegionPolicy([4000, 400]).load_state_dict(corollary3.state_dict())
+    with pytest.raises(StateError, match="reference_mean_square.*another policy, e.g. trust-region"):
+        RatePolicy([4000, 400]).load_state_dict(trust.state_dict())
 
 
 def test_invalid_parameters_name_their_bound():

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import numpy as np
-from numpy.typing import NDArray
 
 from .base import Body, Codec, expect_body, expect_params, int_param, register
 from .errors import CodecError
@@ -151,7 +150,8 @@ class GlobalTopKCodec(TopKCodec):
     with its share (at least one entry, so that every layer's scale travels).
 
     :meth:`for_bits_jointly` finds the largest global ``k`` whose payloads fit the
-    budget; a lone array (:meth:`for_bits`) is plain top-k.
+    budget; a lone array (:meth:`for_bits`) is plain top-k, and noise targets
+    (:meth:`for_noise_var`) are per layer, as for :class:`TopKCodec`.
 
     Example:
         >>> import numpy as np
@@ -165,29 +165,31 @@ class GlobalTopKCodec(TopKCodec):
 
     @classmethod
     def for_bits_jointly(cls, bits_per_coord: float, arrays: Sequence[Any], **params: Any) -> list[Self]:
+        """Keep every entry above the smallest magnitude threshold whose payloads fit
+        ``bits_per_coord`` over all arrays together (ties at the threshold all go or all
+        stay). Memory: one sorted magnitude copy per layer, in the input's precision."""
         if not bits_per_coord > 0:
             raise ValueError(f"bits_per_coord must be > 0, got {bits_per_coord}")
-        flats = [as_float_array(a).reshape(-1) for a in arrays]
-        sizes = np.array([f.size for f in flats], dtype=np.int64)
-        if not flats or sizes.sum() == 0:
-            return [cls(k=1, **params) for _ in flats]
+        mags = [np.sort(np.abs(as_float_array(a).reshape(-1))) for a in arrays]
+        sizes = [m.size for m in mags]
         probe = cls(**params)
-        # Layer labels in descending global magnitude order (stable: ties by layer, position).
-        mags = np.concatenate([np.abs(f.astype(np.float64)) for f in flats])
-        labels = np.repeat(np.arange(len(flats)), sizes)[np.argsort(-mags, kind="stable")]
-        budget = bits_per_coord * float(sizes.sum())
+        budget = bits_per_coord * float(sum(sizes))
 
-        def counts(total: int) -> NDArray[np.int64]:
-            return np.maximum(np.bincount(labels[:total], minlength=len(flats)), 1)
+        def counts(threshold: float) -> list[int]:
+            return [max(n - int(np.searchsorted(m, threshold, side="right")), 1) for n, m in zip(sizes, mags)]
 
-        def fits(total: int) -> bool:
-            return 8 * sum(probe._payload_bytes(int(n), int(k)) for n, k in zip(sizes, counts(total))) <= budget
+        def fits(threshold: float) -> bool:
+            return 8 * sum(probe._payload_bytes(n, k) for n, k in zip(sizes, counts(threshold))) <= budget
 
-        lo, hi = 0, int(sizes.sum())
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
-        return [cls(k=int(k), **params) for k in counts(lo)]
+        lo, hi = 0.0, max((float(m[-1]) for m in mags if m.size), default=0.0)
+        if fits(lo):
+            hi = lo
+        while lo < hi:  # bisection on the threshold: fits(hi) holds, fits(lo) does not
+            mid = lo + (hi - lo) / 2
+            if mid in (lo, hi):
+                break
+            lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+        return [cls(k=k, **params) for k in counts(hi)]
 
 
 @register

@@ -27,8 +27,9 @@ def test_the_selection_is_the_global_top_k_within_the_budget(bits):
     smallest_kept = min(np.abs(a[m]).min() if m.sum() > 1 else np.inf for a, m in zip(arrays, masks))
     largest_dropped = max(np.abs(a[~m]).max() if (~m).any() else 0.0 for a, m in zip(arrays, masks))
     assert smallest_kept >= largest_dropped
-    # Maximal: one more entry in total would break the estimated budget.
-    more = [GlobalTopKCodec(k=c.k + (i == 0)) for i, c in enumerate(codecs)]
+    # Maximal: also keeping the largest dropped entry would break the estimated budget.
+    nxt = int(np.argmax([np.abs(a[~m]).max() if (~m).any() else -1.0 for a, m in zip(arrays, masks)]))
+    more = [GlobalTopKCodec(k=c.k + (i == nxt)) for i, c in enumerate(codecs)]
     assert 8 * sum(m._payload_bytes(a.size, m.k) for m, a in zip(more, arrays)) > bits * n
 
 
