@@ -156,7 +156,6 @@ class RatePolicy:
         self.smoothed_loss = np.nan
         self.stalled_rounds = 0
         self.rounds_observed = 0
-        self.weight_mean_square: NDArray[np.float64] | None = None
 
     # ------------------------------------------------------------------ observe
     def observe(
@@ -261,14 +260,17 @@ class RatePolicy:
     def observe_model(self, weight_mean_square: ArrayLike) -> None:
         """Note the global model's per-layer mean square ``mean(w_l**2)`` before a round.
 
-        The strategy calls it before every :meth:`plan`. Corollary 3 does not read it;
+        The strategy calls it before every :meth:`plan`. Corollary 3 only checks it;
         rules that scale the noise to the model (:class:`flrd.trust_region.TrustRegionPolicy`)
-        do. Raises ``ValueError`` unless it holds one finite value ``>= 0`` per layer.
+        override it. Raises ``ValueError`` unless it holds one finite value ``>= 0`` per layer.
         """
+        self._checked_mean_square(weight_mean_square)
+
+    def _checked_mean_square(self, weight_mean_square: ArrayLike) -> NDArray[np.float64]:
         ms = np.asarray(weight_mean_square, dtype=np.float64)
         if ms.shape != self.layer_sizes.shape or not np.all(np.isfinite(ms) & (ms >= 0)):
             raise ValueError(f"weight_mean_square must hold {self.layer_sizes.size} finite values >= 0, got {ms}")
-        self.weight_mean_square = ms
+        return ms
 
     # --------------------------------------------------------------------- plan
     @property

@@ -116,9 +116,9 @@ class TrustRegionPolicy(RatePolicy):
 
     def observe_model(self, weight_mean_square: ArrayLike) -> None:
         """:meth:`RatePolicy.observe_model`; the first model observed becomes the reference."""
-        super().observe_model(weight_mean_square)
+        ms = self._checked_mean_square(weight_mean_square)
         if self.reference_mean_square is None:
-            self.reference_mean_square = self.weight_mean_square
+            self.reference_mean_square = ms
 
     def plan(self, num_clients: int) -> RoundPlan:
         """Targets for the next round; a warm-up only before any model was observed."""
