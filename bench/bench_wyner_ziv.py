@@ -6,7 +6,7 @@ K D = s2 (1 + lambda)) and real MNIST-MLP local updates (K clients from one comm
 start, IID partitions; sx2 and s2 estimated per layer from the exact updates).
 
     .venv/bin/python bench/bench_wyner_ziv.py gaussian [--n 65536 --trials 2]
-    .venv/bin/python bench/bench_wyner_ziv.py mnist [--clients 10 --lambdas 16 256]
+    .venv/bin/python bench/bench_wyner_ziv.py mnist [--clients 10 --lam 16 --rounds 7]
 
 Blocks that still fail after the retry are re-sent with independent dithered coding
 and their bits counted, so every aggregate is complete and unbiased.
@@ -22,24 +22,40 @@ import numpy as np
 
 from flrd import theory
 from flrd.codecs import DitheredCodec, decode
-from flrd.sideinfo import decode_successive, plan_layer, wyner_ziv
+from flrd.sideinfo import Observed, decode_successive, plan_layer, wyner_ziv
+from flrd.sideinfo.profile import estimate_profile
 
 
-def code_layer(ys: np.ndarray, plan, prior_var: float, s2: float, seed: int) -> dict:
+def independent_reply(y: np.ndarray, noise_var: float, seed: int) -> tuple[Observed, bytes]:
+    """flrd's independent dithered code of ``y``, as the server sees it: the decoded
+    estimate, and on a sparse plan the kept coordinates before the 1/p scaling (the
+    server computes the same plan from the payload's statistic)."""
+    codec = DitheredCodec(noise_var)
+    payload = codec.encode(y, seed=seed)
+    values = decode(payload).astype(np.float64)
+    _, plan = codec.plan(y, seed)
+    coded = np.where(values != 0, values * plan.keep_prob, np.nan) if plan.keep_prob < 1 else values
+    return Observed(values, coded, plan.quant_noise), payload
+
+
+def code_layer(ys: np.ndarray, plan, prior_var: float, s2: float, seed: int,
+               profile: np.ndarray | None = None, shape: tuple[int, ...] | None = None) -> dict:
     """Code the K rows of ``ys`` per ``plan``; returns bits, reconstructions, failures,
     and the independent reference on the same rows."""
     K, n = ys.shape
     replies, bits = [], 0
     for c, y in zip(plan.clients, ys):
         if c.coding == "wz":
-            payload = wyner_ziv.encode(y, plan.step, c.cond_std, seed=seed + c.position)
+            payload = wyner_ziv.encode(y, c.step, c.cond_std, seed=seed + c.position, keep_prob=c.keep_prob,
+                                       tail_df=plan.tail_df, rates=c.rates)
             replies.append(payload)
         else:
-            payload = DitheredCodec(plan.noise_var).encode(y, seed=seed + c.position)
-            replies.append(decode(payload).astype(np.float64))
+            reply, payload = independent_reply(y, plan.noise_var, seed + c.position)
+            replies.append(reply)
         bits += 8 * len(payload)
     t0 = time.perf_counter()
-    out = decode_successive(replies, s2=s2, noise_var=plan.noise_var, prior_var=prior_var, expected_size=n)
+    out = decode_successive(replies, s2=s2, noise_var=plan.noise_var, prior_var=prior_var, expected_size=n,
+                           profile=profile, shape=shape)
     seconds = time.perf_counter() - t0
     resent = 0
     for i, sl in out.failed:  # re-request: independent coding of the failed block
@@ -55,7 +71,8 @@ def code_layer(ys: np.ndarray, plan, prior_var: float, s2: float, seed: int) -> 
         ref_vals.append(decode(payload).astype(np.float64))
     return {"bits": bits, "agg": out.aggregate(), "resent": resent, "ref_bits": ref_bits,
             "ref_agg": np.mean(ref_vals, axis=0), "seconds": seconds,
-            "n_wz": sum(c.coding == "wz" for c in plan.clients)}
+            "n_wz": sum(c.coding == "wz" for c in plan.clients), "coded": out.coded,
+            "coded_noise": out.coded_noise_vars}
 
 
 def slope(xh: np.ndarray, x: np.ndarray) -> float:
@@ -70,7 +87,8 @@ def gaussian(args: argparse.Namespace) -> None:
     for ratio in args.ratios:
         for lam in args.lambdas:
             D = s2 * (1 + lam) / K
-            plan = plan_layer(ratio * s2, s2, K, D, n=n)
+            # The model is exact here: no margin for estimation error (the strategy's is COND_VAR_MARGIN).
+            plan = plan_layer(ratio * s2, s2, K, D, n=n, tail_df=args.tail_df, var_margin=1.0)
             rng = np.random.default_rng(int(ratio * 1000 + lam))
             bits = ref_bits = resent = 0.0
             errs, ref_errs, xs, xhs, secs = [], [], [], [], 0.0
@@ -99,9 +117,9 @@ def gaussian(args: argparse.Namespace) -> None:
                   f"{rb:9.3f}  {rb / ri_ref:8.2f} | {secs:5.1f}", flush=True)
 
 
-def mnist_updates(K: int, warmup_rounds: int, local_steps: int, seed: int) -> list[np.ndarray]:
-    """K local updates (per layer, shape (K, n_l)) from the global model after
-    ``warmup_rounds`` exact FedAvg rounds of K clients each."""
+def mnist_rounds(K: int, rounds: int, local_steps: int, seed: int):
+    """Per round, the K clients' local updates (per layer, shape (K, n_l)) from the
+    global model, which moves by their exact mean (FedAvg); and the layer shapes."""
     from flrd.datasets import load_mnist, partition_indices
     from flrd.models import build_model
     from flrd.training import get_weights, set_weights, train_local
@@ -111,7 +129,7 @@ def mnist_updates(K: int, warmup_rounds: int, local_steps: int, seed: int) -> li
     model = build_model("mlp", seed=seed)
     start = get_weights(model)
     rng = np.random.default_rng(seed)
-    for rnd in range(warmup_rounds + 1):
+    for rnd in range(1, rounds + 1):
         chosen = rng.choice(100, size=K, replace=K > 100)
         deltas = []
         for k, c in enumerate(chosen):
@@ -119,45 +137,57 @@ def mnist_updates(K: int, warmup_rounds: int, local_steps: int, seed: int) -> li
             train_local(model, data.x_train[parts[c]], data.y_train[parts[c]], steps=local_steps,
                         seed=seed + 1000 * rnd + k)
             deltas.append([w - s for w, s in zip(get_weights(model), start)])
-        if rnd < warmup_rounds:
-            start = [s + np.mean([d[i] for d in deltas], axis=0) for i, s in enumerate(start)]
-    return [np.stack([d[i].reshape(-1) for d in deltas]).astype(np.float64) for i in range(len(start))]
+        yield rnd, [np.stack([d[i].reshape(-1) for d in deltas]).astype(np.float64) for i in range(len(start))], \
+            [s.shape for s in start]
+        start = [s + np.mean([d[i] for d in deltas], axis=0) for i, s in enumerate(start)]
 
 
 def mnist(args: argparse.Namespace) -> None:
-    K = args.clients
-    t0 = time.perf_counter()
-    layers = mnist_updates(K, args.warmup_rounds, args.local_steps, args.seed)
-    print(f"MNIST-MLP, K={K} IID clients after {args.warmup_rounds} exact FedAvg rounds, "
-          f"{args.local_steps} local steps; updates in {time.perf_counter() - t0:.0f} s")
-    for lam in args.lambdas:
-        tot = {"wz": 0.0, "ref": 0.0, "rsum": 0.0, "rind": 0.0, "n": 0, "resent": 0, "qerr": 0.0, "qplan": 0.0}
-        for li, ys in enumerate(layers):
+    K, lam = args.clients, args.lam
+    print(f"MNIST-MLP, K={K} IID clients of 100 per round, lambda={lam:g}, {args.local_steps} local steps, "
+          f"residual law t{args.tail_df or '(Gaussian)'}, profile {'on' if args.profile else 'off'}; "
+          "bits summed over clients and layers")
+    print("round | WZ bits   independent  WZ/ind | R_sum     R_ind     | WZ/R_sum WZ/R_ind ind/R_ind | "
+          "D_m/D  | WZ replies | resent coords | s")
+    profiles: dict[int, np.ndarray] = {}
+    tot = {"wz": 0.0, "ref": 0.0, "rsum": 0.0, "rind": 0.0}
+    for rnd, layers, shapes in mnist_rounds(K, args.rounds, args.local_steps, args.seed):
+        row = {"wz": 0.0, "ref": 0.0, "rsum": 0.0, "rind": 0.0, "err": 0.0, "plan": 0.0, "resent": 0, "n_wz": 0,
+               "replies": 0, "s": 0.0}
+        for li, (ys, shape) in enumerate(zip(layers, shapes)):
             n = ys.shape[1]
             mbar, a = float(np.mean(ys**2)), float(np.mean(ys.mean(axis=0) ** 2))
             s2 = max((mbar - a) * K / (K - 1), 1e-30)
             sx2 = max(mbar - s2, 0.0)
             D = s2 * (1 + lam) / K
-            plan = plan_layer(sx2, s2, K, D, n=min(n, wyner_ziv.BLOCK))
-            r = code_layer(ys, plan, sx2, s2, seed=77 * li)
-            tot["wz"] += r["bits"]
-            tot["ref"] += r["ref_bits"]
-            tot["n"] += n
-            tot["resent"] += r["resent"]
-            tot["rsum"] += n * plan.sum_rate
-            tot["rind"] += n * plan.independent_rate
-            tot["qerr"] += float(np.sum((r["agg"] - ys.mean(axis=0)) ** 2))
-            tot["qplan"] += n * plan.noise_var / K
-            print(f"  lam={lam:<5g} layer {li} n={n:<7d} sx2/s2={sx2 / s2:7.3f} WZ clients {r['n_wz']:3d}/{K} "
-                  f"wz {r['bits'] / n:7.3f} ind {r['ref_bits'] / n:7.3f} R_sum {plan.sum_rate:7.3f} "
-                  f"R_ind {plan.independent_rate:7.3f} bit/coord"
-                  f" resent {r['resent']}", flush=True)
-        print(f"lam={lam}: WZ {tot['wz']:.0f} bits, independent {tot['ref']:.0f} bits "
-              f"(WZ/ind {tot['wz'] / tot['ref']:.3f}), R_sum {tot['rsum']:.0f}, R_ind {tot['rind']:.0f}; "
-              f"WZ/R_sum {tot['wz'] / tot['rsum']:.2f}, WZ/R_ind {tot['wz'] / tot['rind']:.2f}, "
-              f"ind/R_ind {tot['ref'] / tot['rind']:.2f}; "
-              f"quantization error / planned {tot['qerr'] / tot['qplan']:.3f}; "
-              f"resent coords {tot['resent']}", flush=True)
+            # No profile yet (round 1): a layer of 2-D coordinates is coded independently.
+            plan = plan_layer(sx2, s2, K, D, n=n, tail_df=args.tail_df, profile=profiles.get(li),
+                              allow_wz=li in profiles or len(shape) < 2 or not args.profile)
+            r = code_layer(ys, plan, sx2, s2, seed=77 * li + 100_000 * rnd, profile=profiles.get(li), shape=shape)
+            if args.profile:
+                profiles[li] = estimate_profile(r["coded"], r["coded_noise"], shape).expand()
+            row["wz"] += r["bits"]
+            row["ref"] += r["ref_bits"]
+            row["rsum"] += n * plan.sum_rate
+            row["rind"] += n * plan.independent_rate
+            row["err"] += float(np.sum((r["agg"] - ys.mean(axis=0)) ** 2)) + n * s2 / K
+            row["plan"] += n * D
+            row["resent"] += r["resent"]
+            row["n_wz"] += r["n_wz"]
+            row["replies"] += K
+            row["s"] += r["seconds"]
+        if rnd >= 2:
+            for key in tot:
+                tot[key] += row[key]
+        print(f"{rnd:5d} | {row['wz']:9.0f} {row['ref']:11.0f}  {row['wz'] / row['ref']:6.3f} | "
+              f"{row['rsum']:9.0f} {row['rind']:9.0f} | {row['wz'] / row['rsum']:8.2f} {row['wz'] / row['rind']:8.2f} "
+              f"{row['ref'] / row['rind']:9.2f} | {row['err'] / row['plan']:6.3f} | "
+              f"{row['n_wz']:4d}/{row['replies']:<5d} | "
+              f"{row['resent']:13d} | {row['s']:5.1f}", flush=True)
+    print(f"rounds 2-{args.rounds}: WZ {tot['wz']:.0f} bits, independent {tot['ref']:.0f} "
+          f"(WZ/ind {tot['wz'] / tot['ref']:.3f}, {100 * (1 - tot['wz'] / tot['ref']):.1f} % below), "
+          f"R_sum {tot['rsum']:.0f}, R_ind {tot['rind']:.0f}: WZ/R_sum {tot['wz'] / tot['rsum']:.2f}, "
+          f"WZ/R_ind {tot['wz'] / tot['rind']:.2f}, independent/R_ind {tot['ref'] / tot['rind']:.2f}", flush=True)
 
 
 def main() -> None:
@@ -169,12 +199,16 @@ def main() -> None:
     g.add_argument("--trials", type=int, default=2)
     g.add_argument("--ratios", type=float, nargs="+", default=[0.1, 1.0, 10.0])
     g.add_argument("--lambdas", type=float, nargs="+", default=[0.25, 1.0, 4.0, 16.0])
+    g.add_argument("--tail-df", type=int, default=0, help="residual law the payloads assume (0: Gaussian)")
     m = sub.add_parser("mnist")
     m.add_argument("--clients", type=int, default=10)
-    m.add_argument("--lambdas", type=float, nargs="+", default=[16.0, 256.0])
-    m.add_argument("--warmup-rounds", type=int, default=2)
+    m.add_argument("--lam", type=float, default=16.0)
+    m.add_argument("--rounds", type=int, default=7)
+    m.add_argument("--no-profile", dest="profile", action="store_false",
+                   help="flat variance profile (no per-coordinate side information)")
     m.add_argument("--local-steps", type=int, default=20)
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--tail-df", type=int, default=0, help="Student-t residual law (0: Gaussian)")
     args = p.parse_args()
     print(f"machine: {platform.machine()} {platform.processor() or ''} python {platform.python_version()}")
     gaussian(args) if args.which == "gaussian" else mnist(args)

@@ -13,7 +13,9 @@ the reply's ArrayRecord (same record name) with one payload Array named
 ``"flrd.metrics"``: the encode time in audit mode, the node's link key when the
 request names one (both counted as report bytes); ``num-examples`` stays in the app's
 own metrics. In audit mode the exact update
-travels as ArrayRecord ``"flrd.exact-update"``. Error-feedback
+travels as ArrayRecord ``"flrd.exact-update"``, and a client asked for Wyner-Ziv layers
+also reports the size of the same update coded independently
+(:data:`~flrd.protocol.INDEPENDENT_BITS`). Error-feedback
 residuals persist in ``context.state["flrd.error-feedback"]``. Messages of other types,
 and train messages without ``flrd.`` keys, pass through untouched.
 
@@ -26,6 +28,7 @@ update.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from logging import WARNING
 
 import numpy as np
@@ -37,6 +40,7 @@ from flwr.common.constant import ErrorCode
 from flrd.protocol import (
     AUDIT_RECORD,
     ENCODE_SECONDS,
+    INDEPENDENT_BITS,
     LINK_KEY,
     MESSAGE_ARRAY,
     METRICS_RECORD,
@@ -111,18 +115,26 @@ def _compress_reply(reply: Message, request: CompressionRequest,
     if request.error_feedback:
         _store_residuals(context, out.residuals)
     reply.content[key] = ArrayRecord({MESSAGE_ARRAY: wrap_payload(out.payload)})
-    if report := _report(request, out.report.encode_seconds, context):
+    independent = None
+    if request.audit and request.wyner_ziv is not None:  # both costs, measured on the same update
+        independent = 8 * len(compress_update(update, replace(request, wyner_ziv=None),
+                                              node_id=context.node_id).payload)
+    if report := _report(request, out.report.encode_seconds, context, independent):
         reply.content[METRICS_RECORD] = report
     if request.audit:
         reply.content[AUDIT_RECORD] = ArrayRecord({n: Array(g) for n, g in update.items()})
 
 
-def _report(request: CompressionRequest, encode_seconds: float, context: Context) -> MetricRecord | None:
-    """What travels beside the payload, only when asked: the encode time (audit mode)
-    and the node's link key (``request.link_key``)."""
+def _report(request: CompressionRequest, encode_seconds: float, context: Context,
+            independent_bits: int | None = None) -> MetricRecord | None:
+    """What travels beside the payload, only when asked: the encode time and, for a
+    Wyner-Ziv request, the independent encoding's size (audit mode), and the node's
+    link key (``request.link_key``)."""
     values: dict[str, int | float] = {}
     if request.audit:
         values[ENCODE_SECONDS] = float(encode_seconds)
+    if independent_bits is not None:
+        values[INDEPENDENT_BITS] = independent_bits
     if request.link_key is not None:
         key = context.node_config.get(request.link_key)
         if isinstance(key, bool) or not isinstance(key, int):

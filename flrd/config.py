@@ -86,6 +86,9 @@ class RunConfig:
         low=0, high=1e6, strict_low=True))
     audit: bool = field(default=False, metadata=_key(
         "clients also send their exact update (outside the bit count) to measure distortion"))
+    side_info: bool = field(default=False, metadata=_key(
+        "Wyner-Ziv coding against the server's side information, for the dithered policies "
+        "(trust-region, rate-aware, fixed-lambda); docs/wyner_ziv.md"))
     central_eval: bool = field(default=True, metadata=_key(
         "the server evaluates the global model on the MNIST test set each round"))
     state_dir: str = field(default="", metadata=_key(

@@ -47,8 +47,11 @@ __all__ = [
     "QNOISE",
     "RELATIVE_NOISE",
     "SEED",
+    "INDEPENDENT_BITS",
+    "WZ_KEYS",
     "CompressionReport",
     "CompressionRequest",
+    "WynerZivLayer",
 ]
 
 PAYLOAD_STYPE = "flrd.codec"
@@ -65,8 +68,16 @@ ERROR_FEEDBACK = "flrd.error-feedback"
 AUDIT = "flrd.audit"
 SEED = "flrd.seed"
 LINK_KEY = "flrd.link-key"
+# Wyner-Ziv layers (flrd.sideinfo): per layer, step 0 codes the layer independently.
+WZ_STEP = "flrd.wz-step"
+WZ_COND_STD = "flrd.wz-cond-std"
+WZ_KEEP = "flrd.wz-keep"
+WZ_PLANES = "flrd.wz-planes"  # plane rates per layer, concatenated in WZ_RATES
+WZ_RATES = "flrd.wz-rates"
+WZ_TAIL_DF = "flrd.wz-tail-df"
+WZ_KEYS = (WZ_STEP, WZ_COND_STD, WZ_KEEP, WZ_PLANES, WZ_RATES, WZ_TAIL_DF)
 _REQUEST_KEYS = frozenset({CODEC, NOISE_VAR, RELATIVE_NOISE, BITS, ERROR_FEEDBACK, AUDIT, SEED,
-                           LINK_KEY})
+                           LINK_KEY, *WZ_KEYS})
 
 # Reply records and MetricRecord keys, client -> server.
 METRICS_RECORD = "flrd.metrics"
@@ -76,9 +87,36 @@ M2 = "flrd.m2"
 QNOISE = "flrd.qnoise"
 NUM_EXAMPLES = "num-examples"
 ENCODE_SECONDS = "flrd.encode-seconds"
+INDEPENDENT_BITS = "flrd.independent-bits"  # audit: the same update coded without side information
 
-ConfigValue = str | int | float | bool | list[float]
+ConfigValue = str | int | float | bool | list[float] | list[int]
 MetricValue = int | float | list[float]
+
+
+@dataclass(frozen=True)
+class WynerZivLayer:
+    """How one layer is coded against the server's side information
+    (:func:`flrd.sideinfo.wyner_ziv.encode`).
+
+    Attributes:
+        step: quantizer step on the kept coordinates.
+        cond_std: planned spread of the update around the server's side information.
+        keep_prob: probability that a coordinate is coded (shared-seed subset).
+        rates: syndrome bits per coded coordinate, per bit plane (1 to 16 planes).
+    """
+
+    step: float
+    cond_std: float
+    keep_prob: float
+    rates: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not all(math.isfinite(v) and v > 0 for v in (self.step, self.cond_std)):
+            raise ValueError(f"step and cond_std must be finite and > 0, got {self.step}, {self.cond_std}")
+        if not 0 < self.keep_prob <= 1:
+            raise ValueError(f"keep_prob must be in (0, 1], got {self.keep_prob}")
+        if not 1 <= len(self.rates) <= 16 or not all(0 <= r <= 1 for r in self.rates):
+            raise ValueError(f"need 1 to 16 plane rates in [0, 1], got {self.rates}")
 
 
 @dataclass(frozen=True)
@@ -101,6 +139,10 @@ class CompressionRequest:
         link_key: a node-config key (e.g. ``partition-id``) whose integer value the client
             reports as :data:`LINK_KEY` beside its payload, so that the server can price
             its link (water-filling); None: nothing is reported.
+        wyner_ziv: per layer, the Wyner-Ziv code to use instead of the dithered codec
+            (None: that layer independently); needs ``noise_var``. In audit mode the
+            client also reports the size of the independent encoding.
+        wz_tail_df: the Wyner-Ziv payloads' residual law (0 Gaussian, else Student t).
     """
 
     codec: str
@@ -111,10 +153,14 @@ class CompressionRequest:
     audit: bool = False
     seed: int = 0
     link_key: str | None = None
+    wyner_ziv: tuple[WynerZivLayer | None, ...] | None = None
+    wz_tail_df: int = 0
 
     def __post_init__(self) -> None:
         if not self.codec:
             raise ValueError("codec name is empty")
+        if self.wyner_ziv is not None and (self.noise_var is None or len(self.wyner_ziv) != len(self.noise_var)):
+            raise ValueError("wyner_ziv needs noise_var, with one entry per layer")
         if sum(v is not None for v in (self.noise_var, self.relative_noise, self.bits)) > 1:
             raise ValueError("set at most one of noise_var, relative_noise and bits")
         if self.noise_var is not None and not all(
@@ -142,6 +188,14 @@ class CompressionRequest:
             config[RELATIVE_NOISE] = float(self.relative_noise)
         if self.bits is not None:
             config[BITS] = float(self.bits)
+        if self.wyner_ziv is not None:
+            layers = self.wyner_ziv
+            config[WZ_STEP] = [float(c.step) if c else 0.0 for c in layers]
+            config[WZ_COND_STD] = [float(c.cond_std) if c else 0.0 for c in layers]
+            config[WZ_KEEP] = [float(c.keep_prob) if c else 0.0 for c in layers]
+            config[WZ_PLANES] = [len(c.rates) if c else 0 for c in layers]
+            config[WZ_RATES] = [float(r) for c in layers if c for r in c.rates] or [0.0]
+            config[WZ_TAIL_DF] = int(self.wz_tail_df)
         return config
 
     @classmethod
@@ -176,7 +230,10 @@ class CompressionRequest:
         link_key = config.get(LINK_KEY)
         if link_key is not None and not isinstance(link_key, str):
             raise ValueError(f"{LINK_KEY} must be a string, got {link_key!r}")
+        wyner_ziv, tail_df = _wyner_ziv_from(config)
         return cls(
+            wyner_ziv=wyner_ziv,
+            wz_tail_df=tail_df,
             codec=codec,
             noise_var=None if noise_var is None else tuple(float(v) for v in noise_var),
             relative_noise=_optional_float(scalars[RELATIVE_NOISE]),
@@ -252,6 +309,42 @@ class CompressionReport:
         if not (_is_number(seconds) and math.isfinite(seconds) and seconds >= 0):
             raise ValueError(f"{ENCODE_SECONDS} must be a finite number >= 0, got {seconds!r}")
         return cls(bits, lists[M2], lists[QNOISE], float(examples), float(seconds))
+
+
+def _wyner_ziv_from(config: Mapping[str, object]) -> tuple[tuple[WynerZivLayer | None, ...] | None, int]:
+    """The Wyner-Ziv layers of a ConfigRecord (all of :data:`WZ_KEYS` or none)."""
+    present = [key for key in WZ_KEYS if key in config]
+    if not present:
+        return None, 0
+    if len(present) != len(WZ_KEYS):
+        raise ValueError(f"Wyner-Ziv keys come together: missing {sorted(set(WZ_KEYS) - set(present))}")
+    lists: dict[str, list[int | float]] = {}
+    for key in (WZ_STEP, WZ_COND_STD, WZ_KEEP, WZ_PLANES, WZ_RATES):
+        value = config[key]
+        if not (isinstance(value, list) and all(_is_number(x) for x in value)):
+            raise ValueError(f"{key} must be a list of numbers, got {value!r}")
+        lists[key] = list(value)
+    steps, stds, keeps, planes, rates = (lists[k] for k in (WZ_STEP, WZ_COND_STD, WZ_KEEP, WZ_PLANES, WZ_RATES))
+    tail_df = config[WZ_TAIL_DF]
+    if isinstance(tail_df, bool) or not isinstance(tail_df, int):
+        raise ValueError(f"{WZ_TAIL_DF} must be an integer, got {tail_df!r}")
+    if not len(steps) == len(stds) == len(keeps) == len(planes):
+        raise ValueError("Wyner-Ziv lists differ in length")
+    counts = [p for p in planes if isinstance(p, int) and 0 <= p <= 16]
+    if len(counts) != len(planes):
+        raise ValueError(f"{WZ_PLANES} must be integers in [0, 16], got {planes!r}")
+    layers: list[WynerZivLayer | None] = []
+    pos = 0
+    for step, std, keep, count in zip(steps, stds, keeps, counts):
+        if step == 0:
+            layers.append(None)
+            continue
+        layers.append(WynerZivLayer(float(step), float(std), float(keep),
+                                    tuple(float(r) for r in rates[pos : pos + count])))
+        pos += count
+    if pos != len(rates) and not (pos == 0 and rates == [0.0]):
+        raise ValueError(f"{WZ_RATES} holds {len(rates)} rates, {WZ_PLANES} declares {pos}")
+    return tuple(layers), tail_df
 
 
 def _optional_float(value: object) -> float | None:

@@ -43,6 +43,11 @@ ROUND_COLUMNS: dict[str, str] = {
     "signsgd_r_sum_bits": "R_sum at the SignSGD model distortion (THEORY.md §6)",
     "sx2_total": "sum_l n_l sx2_l: estimated squared norm of the global update",
     "s2_total": "sum_l n_l s2_l: estimated gradient-noise energy per client",
+    "wz_layers": "side-info runs: layers some client coded against the server's side information",
+    "wz_payloads": "side-info runs: Wyner-Ziv layer payloads decoded (clients x layers)",
+    "wz_failed": "side-info runs: replies left out because a Wyner-Ziv block failed its CRC",
+    "independent_bits": ("side-info runs with audit: uplink_bits of the accepted replies had each coded "
+                         "its update independently (measured by the clients on the same update)"),
     "round_seconds": "wall time of the round (training, coding, aggregation, evaluation)",
     "encode_seconds": "flrd's client time: encoding and measuring qnoise, summed over the clients",
     "decode_seconds": "flrd's server time decoding and checking the replies",

@@ -100,6 +100,8 @@ def records_from_result(result: Result, policy: str, seed: int, layers: list[tup
             "signsgd_r_sum_bits": number("flrd.modelled-signsgd-r-sum-bits"),
             "sx2_total": float(n_l @ np.asarray(sx2)) if isinstance(sx2, list) else math.nan,
             "s2_total": float(n_l @ np.asarray(s2)) if isinstance(s2, list) else math.nan,
+            **{key.replace("-", "_"): number(f"flrd.{key}")
+               for key in ("wz-layers", "wz-payloads", "wz-failed", "independent-bits")},
             "round_seconds": stamps.get(server_round, math.nan) - stamps.get(server_round - 1,
                                                                              stamps[0]),
             **{f"{part}_seconds": number(f"flrd.{part}-seconds") for part in ("encode", "decode", "estimate")},

@@ -4,6 +4,7 @@
 - :class:`RateAwareFedAvg`: FedAvg with the rate policy and compressed uplink.
 - :class:`CompressedStrategy`: the same flow around a Flower strategy instance.
 - :class:`WaterfillingFedAvg`: per-client rates by water-filling (noise, link costs).
+- :class:`SideInformationFedAvg`: Wyner-Ziv coding against the server's side information.
 - :class:`UpdateDecoder` / :class:`SideInformation`: the replaceable decoding step.
 - :func:`build_strategy`: the baselines selectable by the run config's ``policy`` key.
 - :func:`format_round`: one line per round from its MetricRecord, for any ServerApp.
@@ -24,6 +25,7 @@ from .decoding import (
 from .rate_aware import RateAwareFedAvg
 from .rate_control import Aggregate, RateControl
 from .reporting import format_round, measured_bounds
+from .side_information import SideInformationFedAvg, WynerZivDecoder
 from .transport import TransportError, unwrap_payload, unwrap_payloads
 from .waterfilling import WaterfillingFedAvg
 
@@ -39,9 +41,11 @@ __all__ = [
     "RejectedReply",
     "SentRound",
     "SideInformation",
+    "SideInformationFedAvg",
     "TransportError",
     "UpdateDecoder",
     "WaterfillingFedAvg",
+    "WynerZivDecoder",
     "build_strategy",
     "format_round",
     "measured_bounds",

@@ -15,6 +15,7 @@ from flrd.policy import FixedLambdaPolicy, RatePolicy
 from flrd.trust_region import DEFAULT_NOISE_FRACTION, TrustRegionPolicy
 
 from .rate_aware import RateAwareFedAvg
+from .side_information import SideInformationFedAvg
 from .waterfilling import WaterfillingFedAvg
 
 __all__ = ["BASELINES", "Baseline", "build_strategy"]
@@ -63,17 +64,21 @@ BASELINES: dict[str, Baseline] = {
 
 def build_strategy(name: str, layer_sizes: Sequence[int], *, bits: float = 2.0,
                    fixed_lambda: float = 1.0, noise_fraction: float = DEFAULT_NOISE_FRACTION,
-                   policy_params: Mapping[str, float] | None = None,
+                   policy_params: Mapping[str, float] | None = None, side_info: bool = False,
                    **strategy_kwargs: object) -> RateAwareFedAvg:
     """A :class:`RateAwareFedAvg` configured as baseline ``name``.
 
     Every baseline keeps the rate policy running, so its rounds are reported next to
     the bounds at the same estimates. ``policy_params`` go to the policy,
     ``strategy_kwargs`` to the strategy (e.g. ``fraction_train``, ``audit``).
+    ``side_info`` codes against the server's side information
+    (:class:`SideInformationFedAvg`); it needs a dithered policy with shared targets.
     """
     if name not in BASELINES:
         raise ValueError(f"unknown policy {name!r}; expected one of {sorted(BASELINES)}")
     baseline = BASELINES[name]
+    if side_info and (baseline.codec != "dithered" or baseline.per_client):
+        raise ValueError(f"side_info needs a dithered policy with one target per layer, not {name!r}")
     params = dict(policy_params or {})
     if baseline.fixed_lambda:
         params.pop("lambda_cap", None)  # the fixed lambda sets the cap
@@ -82,7 +87,8 @@ def build_strategy(name: str, layer_sizes: Sequence[int], *, bits: float = 2.0,
         policy = TrustRegionPolicy(layer_sizes, noise_fraction=noise_fraction, **params)
     else:
         policy = RatePolicy(layer_sizes, **params)
-    strategy_class = WaterfillingFedAvg if baseline.per_client else RateAwareFedAvg
+    strategy_class = (WaterfillingFedAvg if baseline.per_client else SideInformationFedAvg if side_info
+                      else RateAwareFedAvg)
     return strategy_class(
         policy=policy,
         codec=baseline.codec,

@@ -38,6 +38,7 @@ from .transport import TransportError, payload_bytes, unwrap_payload
 __all__ = [
     "ClientUpdate",
     "DecodedRound",
+    "DeferredReply",
     "RejectedReply",
     "SentRound",
     "SideInformation",
@@ -67,6 +68,7 @@ class SideInformation:
         request: what this client was asked to send (needed to decode; the strategy
             passes ``decoded.sent.requests[node_id]``).
         node_id: the sender (its seeds derive from it).
+        decoded_nodes: the senders of ``decoded``, in the same order.
     """
 
     server_round: int
@@ -75,6 +77,7 @@ class SideInformation:
     decoded: Sequence[Arrays]
     request: CompressionRequest | None = None
     node_id: int = 0
+    decoded_nodes: Sequence[int] = ()
 
 
 class UpdateDecoder:
@@ -104,6 +107,11 @@ class UpdateDecoder:
 
 class RejectedReply(ValueError):
     """A reply that must not enter the aggregate; the message says why."""
+
+
+class DeferredReply(Exception):
+    """A reply the decoder cannot decode yet (e.g. its side information is still too
+    weak); the strategy retries it once the round's other replies are in."""
 
 
 @dataclass(frozen=True)

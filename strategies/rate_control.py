@@ -60,6 +60,7 @@ from .aggregation import (
 from .decoding import (
     ClientUpdate,
     DecodedRound,
+    DeferredReply,
     RejectedReply,
     SentRound,
     SideInformation,
@@ -346,6 +347,7 @@ class RateControl:
         started = time.perf_counter()
         decoded = DecodedRound(sent)
         weight_key = getattr(self, "weighted_by_key", None)
+        deferred: list[Message] = []
         for reply in sorted(replies, key=lambda r: r.metadata.src_node_id):
             decoded.num_replies += 1
             decoded.uplink_bytes += reply_payload_bytes(reply)
@@ -356,16 +358,35 @@ class RateControl:
                 decoded.num_failed += 1
                 log(WARNING, "flrd: node %s failed: %s", node_id, reply.error.reason)
                 continue
-            try:
-                update = self._decode_checked(reply, decoded, weight_key)
-            except RejectedReply as err:
-                self._exclude(decoded, node_id, err.args[0], str(err.__cause__ or err))
-                continue
-            decoded.updates.append(update)
-            decoded.replies.append(reply)
+            self._accept(reply, decoded, weight_key, deferred)
+        self.retry_deferred(decoded, deferred, weight_key)
         self._screen(decoded, weight_key)
         decoded.decode_seconds = time.perf_counter() - started
         return decoded
+
+    def _accept(self, reply: Message, decoded: DecodedRound, weight_key: str | None,
+                deferred: list[Message] | None) -> bool:
+        """Decode ``reply`` into ``decoded``; False when it was left out or, with a
+        ``deferred`` list, set aside there for :meth:`retry_deferred`."""
+        try:
+            update = self._decode_checked(reply, decoded, weight_key)
+        except DeferredReply as err:
+            if deferred is None:
+                raise RuntimeError("a decoder deferred a reply on its last try") from err
+            deferred.append(reply)
+            return False
+        except RejectedReply as err:
+            self._exclude(decoded, reply.metadata.src_node_id, err.args[0], str(err.__cause__ or err))
+            return False
+        decoded.updates.append(update)
+        decoded.replies.append(reply)
+        return True
+
+    def retry_deferred(self, decoded: DecodedRound, deferred: list[Message], weight_key: str | None) -> None:
+        """Decode the replies the decoder deferred, now that the others are in (hook;
+        the default decoder never defers)."""
+        for reply in deferred:
+            self._accept(reply, decoded, weight_key, None)
 
     def _decode_checked(self, reply: Message, decoded: DecodedRound,
                         weight_key: str | None) -> ClientUpdate:
@@ -378,9 +399,12 @@ class RateControl:
             raise RejectedReply("metrics") from RejectedReply(problem)
         side = SideInformation(decoded.sent.server_round, decoded.sent.global_arrays,
                                self.previous_update, [u.update for u in decoded.updates],
-                               request=decoded.sent.requests[node_id], node_id=node_id)
+                               request=decoded.sent.requests[node_id], node_id=node_id,
+                               decoded_nodes=[u.node_id for u in decoded.updates])
         try:
             return self.decode_reply(reply, side, decoded.sent)
+        except DeferredReply:
+            raise
         except RejectedReply as err:
             raise RejectedReply("payload") from err
         except Exception as err:  # a crafted record must cost its own reply only

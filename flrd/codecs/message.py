@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import constriction
@@ -70,7 +70,7 @@ VERSION = 2  # 2: tuple-coded strata, two dithers per Philox word, groups of up 
 FRAMING_BYTES = 3
 EXACT_CODEC = "float32"
 _U64 = (1 << 64) - 1
-_DITHERED, _EXACT, _BASELINE = "dithered", "exact", "baseline"
+_DITHERED, _EXACT, _BASELINE, _WZ = "dithered", "exact", "baseline", "wyner-ziv"
 
 
 def layer_seed(seed: int, node_id: int, layer_index: int) -> int:
@@ -116,6 +116,12 @@ class DecodedUpdate:
         noise_var: per layer, the expected noise at that m2 (0 for exact layers,
             the transmitted realized noise for baseline codecs).
         framing_bytes, stats_bytes, body_bytes: the payload's breakdown.
+        pending: Wyner-Ziv layers, by name: their payloads, checked against the
+            request, to decode against the server's side information
+            (:mod:`flrd.sideinfo`); ``arrays`` lacks them.
+        coded: per layer, ``(keep probability, noise variance)`` of the coordinates
+            the codec coded: a sparse dithered layer's decoded values are those
+            coordinates' ``y + noise`` scaled by ``1/keep``, zero elsewhere.
     """
 
     arrays: dict[str, np.ndarray]
@@ -124,9 +130,13 @@ class DecodedUpdate:
     framing_bytes: int
     stats_bytes: int
     body_bytes: int
+    pending: dict[str, bytes] = field(default_factory=dict)
+    coded: tuple[tuple[float, float], ...] = ()
 
 
 def _kind(request: CompressionRequest, index: int) -> str:
+    if request.wyner_ziv is not None and request.wyner_ziv[index] is not None:
+        return _WZ
     if request.noise_var is not None and request.noise_var[index] == 0.0:
         return _EXACT  # the protocol's way to ask for an exact layer
     if request.codec == "dithered" and (request.noise_var is not None or request.relative_noise is not None):
@@ -251,6 +261,14 @@ def encode_update(update: Mapping[str, Any], request: CompressionRequest, *, nod
             noise.append(float(np.mean((exact.astype(np.float64) - _numpy(values)) ** 2)) if exact.size else 0.0)
             if recon is not None:
                 recon[name] = exact.astype(np.float64)
+        elif kinds[i] == _WZ:
+            if recon is not None:
+                raise ValueError(f"layer {name!r}: a Wyner-Ziv layer has no client-side reconstruction "
+                                 "(error feedback needs one)")
+            payload = _wyner_ziv_payload(_numpy(values), request, i, key)
+            stat_part += abs_bytes(round_to_grid(ABS_GRID, m2, stat_uniform(key)))
+            blocks += _varint(len(payload)) + payload
+            noise.append(request.noise_var[i])  # type: ignore[index]
         elif kinds[i] == _BASELINE:
             g = baseline[i]
             payload, rec = codecs[i].encode_reconstruct(g, seed=key)
@@ -328,10 +346,15 @@ def _decode(view: memoryview, request: CompressionRequest, node_id: int,
             index, pos = read_abs(view, pos)
             qindex, pos = read_abs(view, pos)
             stat.append((index, qindex))
+        elif kind == _WZ:
+            index, pos = read_abs(view, pos)
+            stat.append((index,))
         else:
             stat.append(())
     stats_bytes = pos - FRAMING_BYTES
     arrays: dict[str, np.ndarray] = {}
+    pending: dict[str, bytes] = {}
+    coded = [(1.0, 0.0)] * len(names)
     m2s, noise = [0.0] * len(names), [0.0] * len(names)
     for i, name in enumerate(names):
         if kinds[i] == _EXACT:
@@ -358,6 +381,16 @@ def _decode(view: memoryview, request: CompressionRequest, node_id: int,
             arrays[name] = values.astype(np.float64)
             m2_index, noise_index = stat[i]
             m2s[i], noise[i] = float(ABS_GRID[m2_index]), float(ABS_GRID[noise_index])
+            coded[i] = (1.0, noise[i])
+        elif kinds[i] == _WZ:
+            length, pos = _read_varint(view, pos)
+            if pos + length > len(view):
+                raise CodecError(f"layer {name!r}: declared {length} bytes, {len(view) - pos} left")
+            pending[name] = bytes(view[pos : pos + length])
+            _check_wyner_ziv(pending[name], request, i, layer_seed(request.seed, node_id, i), sizes[i], name)
+            pos += length
+            (m2_index,) = stat[i]
+            m2s[i], noise[i] = float(ABS_GRID[m2_index]), request.noise_var[i]  # type: ignore[index]
     decoder = stream_decoder(view[pos:])
     for i, name in enumerate(names):
         if kinds[i] != _DITHERED:
@@ -368,13 +401,39 @@ def _decode(view: memoryview, request: CompressionRequest, node_id: int,
         plan = _plan(request, i, index, family)
         arrays[name] = decode_layer(decoder, sizes[i], plan, layer_seed(request.seed, node_id, i)).reshape(layout[name])
         m2s[i], noise[i] = plan.m2, plan.expected_noise_var(plan.m2)
+        coded[i] = (plan.keep_prob, plan.quant_noise)
     # Bytes the decoder never reads are not what the request asked for (e.g. another
     # codec's message framed with this request's check).
     if (_DITHERED in kinds and not decoder.maybe_exhausted()) or (_DITHERED not in kinds and pos != len(view)):
         raise CodecError("trailing bytes after the message's last layer")
-    ordered = {name: arrays[name] for name in names}
+    ordered = {name: arrays[name] for name in names if name in arrays}
     return DecodedUpdate(ordered, tuple(m2s), tuple(noise), FRAMING_BYTES, stats_bytes,
-                         len(view) - FRAMING_BYTES - stats_bytes)
+                         len(view) - FRAMING_BYTES - stats_bytes, pending, tuple(coded))
+
+
+def _wyner_ziv_payload(values: np.ndarray, request: CompressionRequest, index: int, key: int) -> bytes:
+    # Imported here: flrd.sideinfo builds on this package (rate curve, framing size).
+    from flrd.sideinfo import wyner_ziv
+
+    layer = request.wyner_ziv[index]  # type: ignore[index]
+    assert layer is not None
+    return wyner_ziv.encode(values, layer.step, layer.cond_std, key, keep_prob=layer.keep_prob,
+                            tail_df=request.wz_tail_df, rates=layer.rates)
+
+
+def _check_wyner_ziv(payload: bytes, request: CompressionRequest, index: int, seed: int, size: int,
+                     name: str) -> None:
+    """CodecError unless the payload codes exactly what the request asked (a client
+    may not pick a coarser step, another subset or larger syndromes)."""
+    from flrd.sideinfo import wyner_ziv
+
+    layer = request.wyner_ziv[index]  # type: ignore[index]
+    assert layer is not None
+    head = wyner_ziv.parse_header(payload, size)
+    asked = (layer.step, layer.cond_std, seed, layer.keep_prob, request.wz_tail_df,
+             tuple(float(np.float32(r)) for r in layer.rates))
+    if (head.step, head.cond_std, head.seed, head.keep_prob, head.tail_df, head.rates) != asked:
+        raise CodecError(f"layer {name!r}: Wyner-Ziv payload parameters differ from the request")
 
 
 def _numel(values: Any) -> int:

@@ -10,13 +10,14 @@ per-client parameters from the successive-decoding vertex of the CEO rate region
 
 from . import wyner_ziv
 from .allocation import ClientPlan, LayerPlan, conditional_vars, plan_layer
-from .successive import RoundDecode, decode_successive
+from .successive import Observed, RoundDecode, decode_successive
 from .wyner_ziv import Decoded, decode, dithered_rate, encode, encode_reconstruct, plane_entropies, wz_rate
 
 __all__ = [
     "ClientPlan",
     "Decoded",
     "LayerPlan",
+    "Observed",
     "RoundDecode",
     "conditional_vars",
     "decode",

@@ -13,22 +13,34 @@ from flrd.sideinfo import conditional_vars, decode_successive, plan_layer, wyner
 N, K, SX2, S2, D = 8192, 5, 10.0, 1.0, 0.4
 
 
+def _wz(y, client, seed):
+    return wyner_ziv.encode_reconstruct(y, client.step, client.cond_std, seed=seed, keep_prob=client.keep_prob,
+                                        rates=client.rates)
+
+
 def _round(seed, plan, hostile=None):
+    """Replies of one round (WZ payloads, or plain dithered arrays standing in for
+    independent coding at the plan's noise) and each reply's dithered values."""
     rng = np.random.default_rng(seed)
     x = rng.normal(0, math.sqrt(SX2), N)
     replies, recs = [], []
     for c in plan.clients:
         y = x + rng.normal(0, math.sqrt(S2), N)
         if c.coding == "wz":
-            payload, rec = wyner_ziv.encode_reconstruct(y, plan.step, c.cond_std, seed=seed * 100 + c.position)
+            payload, rec = _wz(y, c, seed * 100 + c.position)
             replies.append(payload)
         else:
-            rec = y + rng.uniform(-plan.step / 2, plan.step / 2, N)
+            step = math.sqrt(12 * plan.noise_var)
+            rec = y + rng.uniform(-step / 2, step / 2, N)
             replies.append(rec)
         recs.append(rec)
     if hostile is not None:
         replies.insert(hostile, 1e3 * rng.standard_normal(N))
     return x, replies, recs
+
+
+def _same(a, b):
+    return np.array_equal(a, b, equal_nan=True)
 
 
 def test_successive_decoding_reaches_planned_distortion():
@@ -39,11 +51,12 @@ def test_successive_decoding_reaches_planned_distortion():
         x, replies, recs = _round(seed, plan)
         out = decode_successive(replies, s2=S2, noise_var=plan.noise_var, prior_var=SX2, expected_size=N)
         assert out.failed == [] and out.accepted.all()
-        for got, want in zip(out.values, recs):
-            assert np.array_equal(got, want)  # bit-exact: the dithered test channel
+        for got, want in zip(out.coded, recs):
+            assert _same(got, want)  # bit-exact: the dithered test channel on the coded coordinates
         errs.append(out.aggregate() - x)
     err = np.concatenate(errs)
     assert abs(np.mean(err**2) / D - 1) < 0.05
+    assert abs(np.polyfit(x, errs[-1] + x, 1)[0] - 1) < 0.05  # unbiased: slope 1
 
 
 def test_retry_uses_later_replies():
@@ -52,7 +65,7 @@ def test_retry_uses_later_replies():
     x, replies, recs = _round(7, plan)
     swapped = [replies[1], replies[0]]
     out = decode_successive(swapped, s2=S2, noise_var=plan.noise_var, prior_var=SX2, expected_size=N)
-    assert out.failed == [] and np.array_equal(out.values[0], recs[1])
+    assert out.failed == [] and _same(out.coded[0], recs[1])
 
 
 def test_hostile_array_does_not_feed_side_information():
@@ -61,19 +74,19 @@ def test_hostile_array_does_not_feed_side_information():
     out = decode_successive(replies, s2=S2, noise_var=plan.noise_var, prior_var=SX2, expected_size=N)
     assert not out.accepted[1] and np.delete(out.accepted, 1).all()
     assert out.failed == []
-    honest = [v for i, v in enumerate(out.values) if i != 1]
-    assert all(np.array_equal(a, b) for a, b in zip(honest, recs))
+    honest = [v for i, v in enumerate(out.coded) if i != 1]
+    assert all(_same(a, b) for a, b in zip(honest, recs))
 
 
 def test_hostile_wz_payload_cannot_spoil_honest_ones():
     plan = plan_layer(SX2, S2, K, D, n=N)
     x, replies, recs = _round(4, plan)
     garbage = np.random.default_rng(9).normal(50.0, 1.0, N)  # far from the side information
-    replies.insert(1, wyner_ziv.encode(garbage, plan.step, plan.clients[1].cond_std, seed=1))
+    replies.insert(1, _wz(garbage, plan.clients[1], 1)[0])
     out = decode_successive(replies, s2=S2, noise_var=plan.noise_var, prior_var=SX2, expected_size=N)
     assert not out.accepted[1] and out.failed == [(1, slice(0, N))]
-    honest = [v for i, v in enumerate(out.values) if i != 1]
-    assert all(np.array_equal(a, b) for a, b in zip(honest, recs))
+    honest = [v for i, v in enumerate(out.coded) if i != 1]
+    assert all(_same(a, b) for a, b in zip(honest, recs))
 
 
 def test_conditional_vars_match_region_vertex():
@@ -87,9 +100,9 @@ def test_conditional_vars_match_region_vertex():
     assert np.all(np.diff(vertex) < 0)  # earlier-decoded clients pay more
 
 
-@settings(derandomize=True, deadline=None, max_examples=150)
+@settings(derandomize=True, deadline=None, max_examples=60)
 @given(
-    ratio=st.floats(1e-3, 1e3), lam=st.floats(0.05, 1e3), K=st.integers(1, 200),
+    ratio=st.floats(1e-3, 1e3), lam=st.floats(0.05, 1e3), K=st.integers(1, 40),
     n=st.sampled_from([256, 4096, 65536]), prior=st.sampled_from([None, 0.1, 1.0]),
 )
 def test_plan_never_chooses_wz_when_the_model_says_it_costs_more(ratio, lam, K, n, prior):

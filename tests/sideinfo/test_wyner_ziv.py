@@ -95,6 +95,10 @@ def test_invalid_parameters():
         wz.encode(Y, 0.0, 1.0, seed=0)
     with pytest.raises(ValueError, match="code this layer independently"):
         wz.encode(Y, 1e-3, 1.0, seed=0)
+    with pytest.raises(ValueError, match="keep_prob"):
+        wz.encode(Y, STEP, COND, seed=0, keep_prob=0.0)
+    with pytest.raises(ValueError, match="plane rates"):
+        wz.encode(Y, STEP, COND, seed=0, rates=(1.5,))
     with pytest.raises(ValueError, match="finite"):
         wz.encode(np.array([np.nan]), 1.0, 1.0, seed=0)
     with pytest.raises(CodecError, match="expected 4095"):
@@ -142,10 +146,72 @@ def test_fuzz_random_bytes(blob):
 @FUZZ
 @given(
     n=st.one_of(st.just(N), st.integers(0, 2**64 - 1)), step=st.floats(allow_nan=True, allow_infinity=True, width=64),
-    cond=st.floats(allow_nan=True, allow_infinity=True, width=64), planes=st.integers(0, 255),
-    checks=st.lists(st.integers(0, 2**32 - 1), min_size=0, max_size=8),
+    cond=st.floats(allow_nan=True, allow_infinity=True, width=64),
+    keep=st.floats(allow_nan=True, allow_infinity=True, width=64), tail_df=st.integers(0, 255),
+    rates=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=0, max_size=20),
+    planes=st.integers(0, 255), body=st.integers(0, 5000),
 )
-def test_fuzz_header_fields(n, step, cond, planes, checks):
-    head = struct.pack("<2sBQddQBI", b"WZ", 1, n, step, cond, 0, planes, wz.BLOCK)
-    body = struct.pack(f"<{len(checks)}I", *checks)
-    _decode_or_codec_error(head + body + bytes(64))
+def test_fuzz_header_fields(n, step, cond, keep, tail_df, rates, planes, body):
+    head = struct.pack("<2sBQddQdBB", b"WZ", 2, n, step, cond, 0, keep, tail_df, planes)
+    _decode_or_codec_error(head + struct.pack(f"<{len(rates)}f", *rates) + bytes(body))
+
+
+def test_parse_header_reads_what_encode_wrote():
+    payload = wz.encode(Y, STEP, COND, seed=3, keep_prob=0.5, tail_df=6, rates=(0.7, 0.2))
+    head = wz.parse_header(payload, N)
+    assert (head.size, head.step, head.cond_std, head.seed, head.keep_prob, head.tail_df) == (N, STEP, COND, 3, 0.5, 6)
+    assert head.rates == (float(np.float32(0.7)), float(np.float32(0.2)))
+    assert 8 * len(payload) == wz.payload_bits(head.rates, wz._kept(3, N, 0.5).size)
+
+
+def test_subset_estimate_is_unbiased_with_the_control_variate_noise():
+    """Kept coordinates are corrected by U, the others keep w: E[estimate | y] = y and
+    the noise is (1/p - 1) E(y - w)^2 + D_q / p."""
+    n, p, step = 20_000, 0.3, 2.0
+    rng = np.random.default_rng(1)
+    w = 3.0 * rng.standard_normal(n)
+    y = w + rng.standard_normal(n)
+    outs = []
+    for seed in range(40):
+        payload, rec = wz.encode_reconstruct(y, step, 1.0, seed=seed, keep_prob=p)
+        out = wz.decode(payload, w, n)
+        assert out.ok.all() and np.array_equal(out.dithered, rec, equal_nan=True)
+        assert abs(out.coded / n - p) < 0.02
+        outs.append(out.values)
+    est = np.array(outs)
+    expected_noise = (1 / p - 1) * 1.0 + step**2 / 12 / p
+    assert abs(np.mean((est - y) ** 2) / expected_noise - 1) < 0.03
+    assert abs(np.mean(est - y)) < 5 * np.sqrt(expected_noise / (40 * n))  # unbiased within 5 standard errors
+    assert abs(out.noise_var / expected_noise - 1) < 0.1  # the decoder's own estimate of it
+
+
+def test_per_coordinate_side_variance_decodes_what_a_flat_model_cannot():
+    """Residuals whose spread varies 30x across coordinates: the plane rates for that
+    mixture decode with per-coordinate LLRs (``side_var``)."""
+    from flrd.sideinfo.allocation import mixture_rates
+
+    n = 30_000
+    rng = np.random.default_rng(2)
+    scale = np.where(np.arange(n) % 3 == 0, 3.0, 0.1)
+    w = rng.standard_normal(n)
+    y = w + scale * rng.standard_normal(n)
+    step = 2.0
+    rates = mixture_rates(scale / step, n)
+    payload, rec = wz.encode_reconstruct(y, step, float(np.sqrt(np.mean(scale**2))), seed=4, rates=rates)
+    assert wz.decode(payload, w, n, side_var=scale**2).ok.all()
+    assert not wz.decode(payload, w, n).ok.all()  # the flat model's LLRs: too confident where wide
+
+
+def test_student_t_model_codes_heavier_tails():
+    h_gauss, e_gauss = wz.plane_entropies(0.8)
+    h_t, e_t = wz.plane_entropies(0.8, tail_df=6)
+    assert len(h_t) > len(h_gauss) and e_t[3] > 10 * e_gauss[3]  # more planes carry errors
+    rng = np.random.default_rng(5)
+    n = 30_000
+    w = rng.standard_normal(n)
+    y = w + 0.8 * rng.standard_t(6, n) / np.sqrt(1.5)
+    for seed in range(3):
+        assert wz.decode(wz.encode(y, 1.0, 0.8, seed=seed, tail_df=6), w, n).ok.all()
+        assert not wz.decode(wz.encode(y, 1.0, 0.8, seed=seed), w, n).ok.any()  # the Gaussian model's rates fail
+    with pytest.raises(ValueError, match="tail_df"):
+        wz.encode(y, 2.0, 0.8, seed=1, tail_df=4)
