@@ -17,8 +17,9 @@ earlier clients pay more, later ones less, and the ``K`` rates add up to ``R_sum
 conditional entropy plus the LDPC gap (:func:`flrd.sideinfo.wyner_ziv.wz_rate`), on
 the random subset whose size minimizes it (:func:`cheapest_wz`: at low conditional
 SNR few coordinates are coded, each at conditional SNR near 1, as in the dithered
-codec). Each position takes Wyner-Ziv coding only where that is ``WZ_HURDLE`` below
-the expected rate of flrd's independent codec for the same client
+codec), with the side information's quality followed per coordinate
+(:func:`plan_layer`). Each position takes Wyner-Ziv coding only where that is below
+``WZ_HURDLE`` times the expected rate of flrd's independent codec for the same client
 (:func:`flrd.codecs.rate_curve.bits_per_coord`), so by the model the plan never
 costs more than independent coding. Position 0 without a temporal prior always
 codes independently.
@@ -52,8 +53,9 @@ MIN_WZ_COORDS = 1024  # coded coordinates per payload below which BP fails too o
 # and BP has no slack below ~1.2x a plane's entropy.
 COND_VAR_MARGIN = 1.5
 # A position codes Wyner-Ziv only when predicted this much cheaper than independent
-# coding: the independent codec's size on real updates is predicted within ~10 %.
-WZ_HURDLE = 0.9
+# coding: the independent codec's size on real updates is predicted within ~10 %, and late
+# in training a plan fixed in advance overshoots shrinking updates.
+WZ_HURDLE = 0.85
 SIM_COORDS = 4096  # coordinates the planner follows to predict each position's side information
 _SIM_SEED = 0x5EED
 _DQ_GRID = 2.0 ** (np.arange(-8, 9) / 4)  # candidate D_q / cond_var on the kept subset

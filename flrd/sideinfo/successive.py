@@ -66,7 +66,7 @@ class Observed:
 
 @dataclass
 class RoundDecode:
-    """Per-client reconstructions (NaN where a block failed twice) and the failures."""
+    """Per-client reconstructions (NaN where a block still failed) and the failures."""
 
     values: list[F64]
     failed: list[tuple[int, slice]]  # (reply index, coordinates) to re-request
