@@ -7,6 +7,7 @@ start, IID partitions; sx2 and s2 estimated per layer from the exact updates).
 
     .venv/bin/python bench/bench_wyner_ziv.py gaussian [--n 65536 --trials 2]
     .venv/bin/python bench/bench_wyner_ziv.py mnist [--clients 10 --lam 16 --rounds 7]
+    .venv/bin/python bench/bench_wyner_ziv.py residuals   # why the variance profile
 
 Blocks that still fail after the retry are re-sent with independent dithered coding
 and their bits counted, so every aggregate is complete and unbiased.
@@ -190,6 +191,23 @@ def mnist(args: argparse.Namespace) -> None:
           f"WZ/R_ind {tot['wz'] / tot['rind']:.2f}, independent/R_ind {tot['ref'] / tot['rind']:.2f}", flush=True)
 
 
+def residuals(args: argparse.Namespace) -> None:
+    """Excess kurtosis of one client's residual around the other clients' mean, pooled
+    over each 2-D layer and scaled by the rank-1 profile of the other clients' updates."""
+    from scipy import stats
+
+    *_, (rnd, layers, shapes) = mnist_rounds(args.clients, args.rounds, args.local_steps, args.seed)
+    print(f"MNIST-MLP, round {rnd}, K={args.clients}: client 0's residual around the others' mean")
+    print("layer  n        | excess kurtosis pooled | scaled by the others' rank-1 profile")
+    for li, (ys, shape) in enumerate(zip(layers, shapes)):
+        if len(shape) < 2:
+            continue
+        others = ys[1:]
+        profile = estimate_profile(list(others - others.mean(axis=0)), [0.0] * len(others), shape).expand()
+        r = ys[0] - others.mean(axis=0)
+        print(f"{li:5d}  {r.size:<8d} | {stats.kurtosis(r):22.2f} | {stats.kurtosis(r / np.sqrt(profile)):8.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="which", required=True)
@@ -209,9 +227,14 @@ def main() -> None:
     m.add_argument("--local-steps", type=int, default=20)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--tail-df", type=int, default=0, help="Student-t residual law (0: Gaussian)")
+    r = sub.add_parser("residuals")
+    r.add_argument("--clients", type=int, default=10)
+    r.add_argument("--rounds", type=int, default=3)
+    r.add_argument("--local-steps", type=int, default=20)
+    r.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     print(f"machine: {platform.machine()} {platform.processor() or ''} python {platform.python_version()}")
-    gaussian(args) if args.which == "gaussian" else mnist(args)
+    {"gaussian": gaussian, "mnist": mnist, "residuals": residuals}[args.which](args)
 
 
 if __name__ == "__main__":

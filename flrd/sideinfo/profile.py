@@ -5,7 +5,8 @@ MLP's first layer the weights of border pixels barely move, and residuals pooled
 the layer are heavy-tailed (kurtosis 6-9) although each coordinate's are near
 Gaussian. Scaled by a rank-1 profile ``a_ij = r_i c_j`` (row scale times column
 scale, mean 1) estimated from other clients, the MNIST residuals' excess kurtosis
-drops from 6.4 to 0.5 in layer 0 and from 5.0 to 1.0 in layer 2 (docs/wyner_ziv.md).
+drops from 6.3 to 0.6 in layer 0 and from 4.9 to 0.9 in layer 2
+(``bench/bench_wyner_ziv.py residuals``; docs/wyner_ziv.md).
 The rows (hidden units) drift from round to round, so the server re-estimates the
 profile within the round from the replies it has decoded (:class:`RunningProfile`),
 starting from the previous round's; nothing travels.
