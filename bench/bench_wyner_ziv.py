@@ -28,15 +28,12 @@ from flrd.sideinfo.profile import estimate_profile
 
 
 def independent_reply(y: np.ndarray, noise_var: float, seed: int) -> tuple[Observed, bytes]:
-    """flrd's independent dithered code of ``y``, as the server sees it: the decoded
-    estimate, and on a sparse plan the kept coordinates before the 1/p scaling (the
-    server computes the same plan from the payload's statistic)."""
+    """flrd's independent dithered code of ``y``, as the server sees it (the server
+    computes the same plan from the payload's statistic)."""
     codec = DitheredCodec(noise_var)
     payload = codec.encode(y, seed=seed)
-    values = decode(payload).astype(np.float64)
     _, plan = codec.plan(y, seed)
-    coded = np.where(values != 0, values * plan.keep_prob, np.nan) if plan.keep_prob < 1 else values
-    return Observed(values, coded, plan.quant_noise), payload
+    return Observed.from_dithered(decode(payload), plan.keep_prob, plan.quant_noise), payload
 
 
 def code_layer(ys: np.ndarray, plan, prior_var: float, s2: float, seed: int,

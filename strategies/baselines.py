@@ -45,6 +45,12 @@ class Baseline:
     trust_region: bool = False
     per_client: bool = False
 
+    @property
+    def takes_side_info(self) -> bool:
+        """Whether Wyner-Ziv coding (:class:`SideInformationFedAvg`) can run it: the
+        dithered codec at one noise target per layer (not water-filling's per-client ones)."""
+        return self.codec == "dithered" and not self.per_client
+
 
 BASELINES: dict[str, Baseline] = {
     "rate-aware": Baseline("dithered"),
@@ -77,7 +83,7 @@ def build_strategy(name: str, layer_sizes: Sequence[int], *, bits: float = 2.0,
     if name not in BASELINES:
         raise ValueError(f"unknown policy {name!r}; expected one of {sorted(BASELINES)}")
     baseline = BASELINES[name]
-    if side_info and (baseline.codec != "dithered" or baseline.per_client):
+    if side_info and not baseline.takes_side_info:
         raise ValueError(f"side_info needs a dithered policy with one target per layer, not {name!r}")
     params = dict(policy_params or {})
     if baseline.fixed_lambda:

@@ -49,19 +49,12 @@ def build_strategy_from_config(config: RunConfig, layer_sizes: list[int]) -> Rat
                        "target_accuracy_eps": config.target_accuracy_eps,
                        "smoothing": config.smoothing,
                        "warmup_relative_noise": config.warmup_relative_noise},
-        side_info=config.side_info and _side_info_applies(config.policy),
+        side_info=config.side_info and BASELINES[config.policy].takes_side_info,  # the others run as they are
         audit=config.audit, seed=config.seed, min_replies=config.min_replies,
         fraction_train=config.fraction_train,
         min_train_nodes=config.min_train_nodes, min_available_nodes=config.min_train_nodes,
         fraction_evaluate=config.fraction_evaluate,
     )
-
-
-def _side_info_applies(policy: str) -> bool:
-    """``side-info`` applies to the dithered policies with one target per layer; the
-    others (baselines with their own codecs, water-filling) run as they are."""
-    baseline = BASELINES[policy]
-    return baseline.codec == "dithered" and not baseline.per_client
 
 
 def run_server(grid: Grid, config: RunConfig, *, on_round: RoundHook | None = None,

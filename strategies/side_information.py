@@ -39,8 +39,8 @@ from flrd.codecs.message import DecodedUpdate
 from flrd.protocol import INDEPENDENT_BITS, METRICS_RECORD, WynerZivLayer
 from flrd.sideinfo import plan_layer, wyner_ziv
 from flrd.sideinfo.allocation import MIN_WZ_COORDS, independent_bits_per_coord
-from flrd.sideinfo.profile import RankOneProfile, estimate_profile
-from flrd.sideinfo.successive import Posterior
+from flrd.sideinfo.profile import PowerSums, RankOneProfile, RunningProfile, power_sums
+from flrd.sideinfo.successive import Observed, Posterior
 from flrd.state_file import StateError
 
 from .aggregation import Arrays
@@ -70,15 +70,17 @@ class WynerZivDecoder(UpdateDecoder):
     The strategy announces each round's layer models (:meth:`start_round`); the
     decoder keeps, per node it decoded, the values that may become side information
     (a Wyner-Ziv layer's dithered values on its coded coordinates; an independent
-    dithered layer's coded coordinates, unscaled), and feeds a node's values into the
-    estimate only once the strategy has accepted its reply (``side.decoded_nodes``).
+    dithered layer's coded coordinates, unscaled) until the strategy has accepted the
+    reply (``side.decoded_nodes``), feeds them into the estimate then and drops them;
+    only their row and column power sums stay for the round's profiles.
     """
 
     def __init__(self) -> None:
         self.layers: dict[str, _Layer] = {}
         self.server_round = -1
         self.posteriors: dict[str, Posterior] = {}
-        self.coded: dict[int, dict[str, tuple[np.ndarray, float]]] = {}
+        self.coded: dict[int, dict[str, tuple[np.ndarray, float, PowerSums]]] = {}  # until fed
+        self.sums: dict[int, dict[str, PowerSums]] = {}
         self.fed: set[int] = set()
         self.decoded_payloads = 0
         self.failed_replies = 0
@@ -90,7 +92,7 @@ class WynerZivDecoder(UpdateDecoder):
         self.posteriors = {name: Posterior(np.zeros(int(np.prod(m.shape))), max(m.sx2, 1e-12 * m.s2), m.s2,
                                            m.profile, m.shape)
                            for name, m in layers.items() if m.sx2 is not None and m.s2 is not None}
-        self.coded, self.fed = {}, set()
+        self.coded, self.sums, self.fed = {}, {}, set()
         self.decoded_payloads = self.failed_replies = 0
 
     def decode(self, payload: bytes, side: SideInformation) -> DecodedUpdate:
@@ -121,10 +123,11 @@ class WynerZivDecoder(UpdateDecoder):
                 arrays[name] = out.values.reshape(np.shape(side.global_arrays[name]))
                 kept[name] = (out.dithered, out.coded_noise_var)
             elif name in self.layers:
-                keep, noise = decoded.coded[index]
-                values = np.asarray(decoded.arrays[name], dtype=np.float64).reshape(-1)
-                kept[name] = (np.where(values != 0, values * keep, np.nan) if keep < 1 else values, noise)
-        self.coded[side.node_id] = kept
+                observed = Observed.from_dithered(decoded.arrays[name], *decoded.coded[index])
+                kept[name] = (np.asarray(observed.coded, dtype=np.float64), observed.coded_noise_var)
+        self.coded[side.node_id] = {name: (values, noise, power_sums(values, noise, self.layers[name].shape))
+                                    for name, (values, noise) in kept.items()}
+        self.sums[side.node_id] = {name: sums for name, (_, _, sums) in self.coded[side.node_id].items()}
         self.decoded_payloads += payloads
         return replace(decoded, arrays={name: arrays[name] for name in side.global_arrays}, pending={})
 
@@ -134,18 +137,21 @@ class WynerZivDecoder(UpdateDecoder):
             if node_id in self.fed or node_id not in self.coded:
                 continue
             self.fed.add(node_id)
-            for name, (values, noise) in self.coded[node_id].items():
+            for name, (values, noise, sums) in self.coded.pop(node_id).items():
                 post = self.posteriors.get(name)
                 if post is not None and post.fits(values, noise):
-                    post.add(values, noise)
+                    post.add(values, noise, sums)
 
     def profiles(self, node_ids: list[int]) -> dict[str, RankOneProfile]:
         """Variance profiles of the modelled layers from the accepted nodes' values."""
         out = {}
         for name, layer in self.layers.items():
-            values = [self.coded[n][name] for n in node_ids if n in self.coded and name in self.coded[n]]
-            if values:
-                out[name] = estimate_profile([v for v, _ in values], [q for _, q in values], layer.shape)
+            running = RunningProfile(layer.shape, prior_weight=0.0)
+            for node_id in node_ids:
+                if name in self.sums.get(node_id, {}):
+                    running.add_sums(self.sums[node_id][name])
+            if (fitted := running.fit()) is not None:
+                out[name] = fitted
         return out
 
 
@@ -340,11 +346,11 @@ def _independent_scale(decoded: DecodedRound) -> float | None:
     layer independently at noise targets (at least the first in each planned round),
     each predicted at its own transmitted ``m2``; None when there are none."""
     realized = predicted = 0.0
+    sizes = [int(np.size(a)) for a in decoded.sent.global_arrays.values()]
     for update in decoded.updates:
         request = decoded.sent.requests[update.node_id]
         if request.wyner_ziv is not None or request.noise_var is None or request.codec != "dithered":
             continue
-        sizes = [int(np.size(a)) for a in decoded.sent.global_arrays.values()]
         bits = 0.0
         for n, noise, m2 in zip(sizes, request.noise_var, update.report.m2):
             bits += 32.0 * n if noise == 0 else n * independent_bits_per_coord(noise, max(m2, 1e-300), n)

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -30,6 +31,7 @@ from .stratified import rate_bits
 CODER_OVERHEAD = 0.003  # measured: constriction's 24-bit table quantization and flush
 
 
+@functools.lru_cache(maxsize=4096)
 def _one(snr: float) -> float:
     if snr <= 0:
         return 0.0

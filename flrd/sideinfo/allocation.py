@@ -76,7 +76,7 @@ class ClientPlan:
     keep_prob: float
     rates: tuple[float, ...]  # syndrome bits per coded coordinate, per plane
     predicted_bits_per_coord: float  # of the chosen coding
-    wz_bits_per_coord: float  # predicted Wyner-Ziv rate (inf if out of range)
+    wz_bits_per_coord: float  # predicted Wyner-Ziv rate (inf if out of range or without side information)
     vertex_bits_per_coord: float  # ideal Lemma-1 vertex rate at this position
 
 
@@ -217,8 +217,9 @@ def plan_layer(sx2: float, s2: float, K: int, D: float, prior_var: float | None 
     clients = []
     for k in range(K):
         cond_vars = s2 * scale + 1.0 / prec
-        wz, step, keep, rates = cheapest_wz(cond_vars, noise_var, n, tail_df, var_margin)
         useful = allow_wz and (k > 0 or prior_var < sx2)  # position 0 without a temporal prior: none
+        wz, step, keep, rates = cheapest_wz(cond_vars, noise_var, n, tail_df, var_margin) if useful else \
+            (math.inf, math.sqrt(12.0 * noise_var), 1.0, (0.0,))
         coding = "wz" if useful and wz < WZ_HURDLE * independent else "independent"
         clients.append(ClientPlan(k, coding, math.sqrt(float(np.mean(cond_vars))), step, keep, rates,
                                   wz if coding == "wz" else independent, wz, float(vertex[k])))

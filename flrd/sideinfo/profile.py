@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -63,6 +64,33 @@ class RankOneProfile:
         return fit / fit.mean()
 
 
+class PowerSums(NamedTuple):
+    """One reply's contribution to a rank-1 profile: per row and per column of the
+    layer (its first axis, and the rest), the summed power estimates ``v² - noise``
+    and how many finite values they came from. ``O(rows + cols)`` memory, so a round's
+    replies can be kept until the server knows which it accepted."""
+
+    row_power: F64
+    row_count: F64
+    col_power: F64
+    col_count: F64
+
+
+def power_sums(values: NDArray[np.floating], noise_var: float, shape: tuple[int, ...]) -> PowerSums:
+    """:class:`PowerSums` of ``values`` (flat, NaN where nothing was coded) whose finite
+    entries carry noise of variance ``noise_var``; empty sums below 2-D."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    size = int(np.prod(shape))
+    if v.size != size:
+        raise ValueError(f"a reply has {v.size} values, the layer {size}")
+    if len(shape) < 2:
+        return PowerSums(*(np.zeros(0) for _ in range(4)))
+    known = np.isfinite(v)
+    grid = np.where(known, v**2 - noise_var, 0.0).reshape(shape[0], -1)
+    mask = known.reshape(shape[0], -1)
+    return PowerSums(grid.sum(axis=1), mask.sum(axis=1), grid.sum(axis=0), mask.sum(axis=0))
+
+
 class RunningProfile:
     """Rank-1 profile of a layer from the replies seen so far, shrunk towards a prior.
 
@@ -90,17 +118,15 @@ class RunningProfile:
 
     def add(self, values: NDArray[np.floating], noise_var: float) -> None:
         """Observe a reply: ``y`` plus noise of variance ``noise_var`` where finite."""
-        v = np.asarray(values, dtype=np.float64).reshape(-1)
-        if v.size != self.size:
-            raise ValueError(f"a reply has {v.size} values, the layer {self.size}")
-        known = np.isfinite(v)
+        self.add_sums(power_sums(values, noise_var, self.shape))
+
+    def add_sums(self, sums: PowerSums) -> None:
+        """Observe a reply through its :class:`PowerSums`."""
         if len(self.shape) < 2:
             return
-        grid = np.where(known, v**2 - noise_var, 0.0).reshape(self.shape[0], -1)
-        mask = known.reshape(self.shape[0], -1)
-        for axis, (power, count) in enumerate(zip(self._power, self._count)):
-            power += grid.sum(axis=1 - axis)
-            count += mask.sum(axis=1 - axis)
+        for total, part in zip((*self._power, *self._count),
+                               (sums.row_power, sums.col_power, sums.row_count, sums.col_count)):
+            np.add(total, part, out=total)
 
     def fit(self) -> RankOneProfile | None:
         """The rank-1 fit of what was seen (None: nothing yet, or a flat layer)."""

@@ -46,7 +46,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import wyner_ziv
-from .profile import RunningProfile
+from .profile import PowerSums, RunningProfile, power_sums
 
 F64 = NDArray[np.float64]
 
@@ -62,6 +62,15 @@ class Observed:
     values: NDArray[np.floating]
     coded: NDArray[np.floating]
     coded_noise_var: float
+
+    @classmethod
+    def from_dithered(cls, values: NDArray[np.floating], keep_prob: float, quant_noise: float) -> Observed:
+        """A decoded dithered layer (:class:`flrd.codecs.DitheredCodec`, or a layer of
+        :func:`flrd.codecs.message.decode_update` with its ``coded`` entry): on a
+        sparse plan its coded coordinates are the nonzero ones, scaled by ``1/keep_prob``."""
+        flat = np.asarray(values, dtype=np.float64).reshape(-1)
+        coded = np.where(flat != 0, flat * keep_prob, np.nan) if keep_prob < 1 else flat
+        return cls(flat, coded, quant_noise)
 
 
 @dataclass
@@ -124,14 +133,15 @@ class Posterior:
         expected = self.spread()[known] + noise_var
         return bool(np.mean((values[known] - self.mean()[known]) ** 2 / expected) <= self.gate)
 
-    def add(self, values: F64, noise_var: float) -> None:
+    def add(self, values: F64, noise_var: float, sums: PowerSums | None = None) -> None:
         """Observe ``Y + noise`` (of variance ``noise_var``) where ``values`` is
-        finite; the profile learns from it too."""
+        finite; the profile learns from it too (from ``sums`` when the caller already
+        has them)."""
         known = np.isfinite(values)
         obs_var = self.s2 * self.scale[known] + noise_var
         self.data_weighted[known] += values[known] / obs_var
         self.data_prec[known] += 1.0 / obs_var
-        self.profile.add(values, noise_var)
+        self.profile.add_sums(sums if sums is not None else power_sums(values, noise_var, self.profile.shape))
         self.scale = self.profile.current()
 
 

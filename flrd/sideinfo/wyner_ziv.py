@@ -79,7 +79,7 @@ _NEIGHBOURS = 4  # candidates per bit value in a plane's LLR (the nearest ones d
 _T_GRID = 64  # dither offsets averaged in the plane model
 _MODEL_TAIL = 1e-12  # residual mass the plane model may leave outside its window
 _CHUNK = 1 << 13
-_VERSION = 2  # 2: random subset, Student-t residuals, check counts not sent
+_VERSION = 2  # 2: random subset, Student-t residuals, plane rates in the header
 _HEAD = struct.Struct("<2sBQddQdBB")  # magic, version, n, step, cond_std, seed, keep_prob, tail_df, planes
 # then one float32 syndrome rate per plane
 _MAGIC = b"WZ"
@@ -485,9 +485,10 @@ def _estimate(w: F64, kept: NDArray[np.int64], dithered: F64, kept_blocks: list[
     else:
         values = w.copy()
         values[kept] += (dithered - w[kept]) / keep_prob
-    good = np.concatenate([np.arange(sl.start, sl.stop) for sl, g in zip(kept_blocks, ok) if g] or
-                          [np.zeros(0, dtype=np.int64)])
-    resid = float(np.mean((dithered[good] - w[kept][good]) ** 2)) if good.size else qnoise
+    good = np.zeros(kept.size, dtype=bool)
+    for sl, g in zip(kept_blocks, ok):
+        good[sl] = g
+    resid = float(np.mean((dithered[good] - w[kept[good]]) ** 2)) if good.any() else qnoise
     noise = qnoise / keep_prob + (1 / keep_prob - 1) * max(resid - qnoise, 0.0)
     coded = np.full(n, np.nan)
     coded[kept] = dithered
